@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: ``fastmath`` flag set: contraction and reassociation are fine, but *no* ``nnan``/``ninf`` because masked
 #: pixels are carried as NaN and must stay NaN.
-FASTMATH = frozenset({"contract", "arcp", "reassoc", "nsz"})
+FASTMATH = {"contract", "arcp", "reassoc", "nsz"}
 
 #: Options for element-wise parallel kernels.
 PARALLEL = dict(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)

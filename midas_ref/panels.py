@@ -1,0 +1,196 @@
+"""Panel grid of tiled detectors and per-panel corrections (manual §7, spec legacy_engine.md §3.3).
+
+A :class:`Panels` value bundles the grid (:class:`~midas_ref.params.PanelLayout`) with one
+:class:`~midas_ref.params.PanelShift` per panel; :func:`kernel_tables` turns it into the flat arrays the
+geometry kernels use. The transform itself lives in ``geometry_kernels`` (one place for the model).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GeometryError, ParameterFileError
+from .io import write_text_atomic
+from .params import PanelLayout, PanelShift
+
+__all__ = ["Panels", "panel_bounds", "panel_index_map", "read_panel_shifts", "write_panel_shifts",
+           "shift_magnitude_map", "kernel_tables", "PANEL_TABLE_COLUMNS"]
+
+#: Column order of the per-panel table handed to the kernels.
+PANEL_TABLE_COLUMNS = ("center_y_px", "center_z_px", "dy_px", "dz_px", "cos_dtheta", "sin_dtheta",
+                       "dlsd_um", "dp2")
+
+
+def _starts(n: int, size: int, gaps: tuple[int, ...]) -> list[int]:
+    starts = [0]
+    for i in range(n - 1):
+        starts.append(starts[-1] + size + gaps[i])
+    return starts
+
+
+def panel_bounds(layout: PanelLayout) -> np.ndarray:
+    """Inclusive pixel bounds of every panel.
+
+    Returns
+    -------
+    ndarray of shape (n_panels, 4), int
+        ``(y_min, y_max, z_min, z_max)`` per panel id (``id = iy·n_panels_z + iz``).
+    """
+    y0 = _starts(layout.n_panels_y, layout.size_y_px, layout.gaps_y_px)
+    z0 = _starts(layout.n_panels_z, layout.size_z_px, layout.gaps_z_px)
+    rows = []
+    for iy in range(layout.n_panels_y):
+        for iz in range(layout.n_panels_z):
+            rows.append((y0[iy], y0[iy] + layout.size_y_px - 1, z0[iz], z0[iz] + layout.size_z_px - 1))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _axis_lookup(n_pixels: int, n: int, size: int, gaps: tuple[int, ...]) -> np.ndarray:
+    """Per-pixel panel index along one axis (−1 in gaps and beyond the grid)."""
+    lookup = np.full(n_pixels, -1, dtype=np.int64)
+    for i, start in enumerate(_starts(n, size, gaps)):
+        lookup[max(start, 0):min(start + size, n_pixels)] = i
+    return lookup
+
+
+def panel_index_map(layout: PanelLayout, shape: tuple[int, int]) -> np.ndarray:
+    """Panel id of every pixel of an image of ``shape = (rows, cols)``; −1 for gap pixels."""
+    iy = _axis_lookup(shape[1], layout.n_panels_y, layout.size_y_px, layout.gaps_y_px)
+    iz = _axis_lookup(shape[0], layout.n_panels_z, layout.size_z_px, layout.gaps_z_px)
+    ids = iy[None, :] * layout.n_panels_z + iz[:, None]
+    return np.where((iy[None, :] >= 0) & (iz[:, None] >= 0), ids, -1)
+
+
+@dataclass(frozen=True)
+class Panels:
+    """A panel grid with one correction per panel.
+
+    Parameters
+    ----------
+    layout : PanelLayout
+        The grid.
+    shifts : tuple of PanelShift
+        One per panel, ordered by id; missing panels get zero corrections (see :meth:`from_shifts`).
+    """
+
+    layout: PanelLayout
+    shifts: tuple[PanelShift, ...]
+
+    def __post_init__(self):
+        if len(self.shifts) != self.layout.n_panels:
+            raise GeometryError(f"{len(self.shifts)} panel shifts for {self.layout.n_panels} panels")
+        for i, s in enumerate(self.shifts):
+            if s.id != i:
+                raise GeometryError(f"panel shifts must be ordered by id; position {i} holds id {s.id}")
+            values = (s.dy_px, s.dz_px, s.dtheta_deg, s.dlsd_um, s.dp2)
+            if not all(math.isfinite(v) for v in values):
+                raise GeometryError(f"panel {s.id} has a non-finite correction {values}")
+
+    @classmethod
+    def from_shifts(cls, layout: PanelLayout, shifts=()) -> "Panels":
+        """Build from any subset of shifts; panels not listed get zero corrections."""
+        by_id = {}
+        for s in shifts:
+            if not 0 <= s.id < layout.n_panels:
+                raise GeometryError(f"panel id {s.id} outside 0..{layout.n_panels - 1}")
+            by_id[s.id] = s
+        return cls(layout, tuple(by_id.get(i, PanelShift(i)) for i in range(layout.n_panels)))
+
+
+def kernel_tables(panels: Panels | None, shape: tuple[int, int]):
+    """Flat arrays describing ``panels`` for the geometry kernels.
+
+    Returns
+    -------
+    col_to_iy : ndarray of shape (cols,), int64
+    row_to_iz : ndarray of shape (rows,), int64
+        Panel grid index of every column / row (−1 in gaps).
+    n_panels_z : int
+    table : ndarray of shape (n_panels, 8), float64
+        Columns :data:`PANEL_TABLE_COLUMNS`.
+
+    With ``panels=None`` the lookups are all −1 and the table is empty: no correction anywhere.
+    """
+    rows, cols = shape
+    if panels is None:
+        return (np.full(cols, -1, np.int64), np.full(rows, -1, np.int64), 1, np.zeros((0, 8)))
+    lay = panels.layout
+    bounds = panel_bounds(lay)
+    table = np.empty((lay.n_panels, 8))
+    for i, s in enumerate(panels.shifts):
+        y_min, y_max, z_min, z_max = bounds[i]
+        theta = math.radians(s.dtheta_deg)
+        table[i] = ((y_min + y_max) / 2.0, (z_min + z_max) / 2.0, s.dy_px, s.dz_px, math.cos(theta),
+                    math.sin(theta), s.dlsd_um, s.dp2)
+    return (_axis_lookup(cols, lay.n_panels_y, lay.size_y_px, lay.gaps_y_px),
+            _axis_lookup(rows, lay.n_panels_z, lay.size_z_px, lay.gaps_z_px), lay.n_panels_z, table)
+
+
+_FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def read_panel_shifts(path: str | Path, layout: PanelLayout) -> Panels:
+    """Read a ``panelshifts.txt`` file (``ID dY dZ [dTheta [dLsd [dP2]]]`` per line, ``#`` comments).
+
+    Ids outside the layout are ignored, as the legacy reader does; panels not listed get zeros.
+
+    Raises
+    ------
+    ParameterFileError
+        Missing file or a malformed line (named by line number).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterFileError(f"cannot read panel shifts file: {exc}", str(path)) from None
+    shifts = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        tokens = line.split()
+        if not re.fullmatch(r"\d+", tokens[0]) or not 3 <= len(tokens) <= 6 or not all(
+                re.fullmatch(_FLOAT, t) for t in tokens[1:]):
+            raise ParameterFileError(f"expected 'ID dY dZ [dTheta [dLsd [dP2]]]', got {line!r}", str(path),
+                                     lineno)
+        values = [float(t) for t in tokens[1:]] + [0.0] * (6 - len(tokens))
+        pid = int(tokens[0])
+        if pid < layout.n_panels:
+            shifts.append(PanelShift(pid, *values))
+    try:
+        return Panels.from_shifts(layout, shifts)
+    except GeometryError as exc:
+        raise ParameterFileError(str(exc), str(path)) from None
+
+
+def write_panel_shifts(path: str | Path, panels: Panels) -> None:
+    """Write ``panelshifts.txt`` in the legacy format (header ``# ID dY dZ dTheta dLsd dP2``), atomically."""
+    lines = ["# ID dY dZ dTheta dLsd dP2"]
+    for s in panels.shifts:
+        lines.append(f"{s.id} {s.dy_px:.10f} {s.dz_px:.10f} {s.dtheta_deg:.10f} {s.dlsd_um:.10f} "
+                     f"{s.dp2:.10f}")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def shift_magnitude_map(panels: Panels, shape: tuple[int, int]) -> np.ndarray:
+    """Per-pixel total panel displacement ``√((dY+rotDY)² + (dZ+rotDZ)²)`` in pixels, −1 on gaps.
+
+    ``rotDY, rotDZ`` is the displacement of the pixel by its panel's rotation about the panel centre
+    (the ``<PanelShiftsFile>.shifts.tif`` image of manual §7).
+    """
+    col_to_iy, row_to_iz, n_z, table = kernel_tables(panels, shape)
+    ids = np.where((col_to_iy[None, :] >= 0) & (row_to_iz[:, None] >= 0),
+                   col_to_iy[None, :] * n_z + row_to_iz[:, None], -1)
+    z, y = np.indices(shape, dtype=np.float64)
+    t = table[np.clip(ids, 0, None)]
+    dy_rel, dz_rel = y - t[..., 0], z - t[..., 1]
+    rot_dy = dy_rel * t[..., 4] - dz_rel * t[..., 5] - dy_rel
+    rot_dz = dy_rel * t[..., 5] + dz_rel * t[..., 4] - dz_rel
+    magnitude = np.hypot(t[..., 2] + rot_dy, t[..., 3] + rot_dz)
+    return np.where(ids >= 0, magnitude, -1.0).astype(np.float32)
