@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import MidasRefError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("rings", "export")
+SUBCOMMANDS = ("simulate", "rings", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
