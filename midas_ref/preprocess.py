@@ -1,4 +1,4 @@
-"""Image preprocessing: ImTransOpt flips/transposes and bad/gap-pixel masks.
+"""Image preprocessing: ImTransOpt flips/transposes, bad/gap-pixel masks, background and threshold.
 
 Conventions: images are ``[row, col] = [Z, Y]``; frame stacks are ``(n_frames, NZ, NY)``. A mask is a
 boolean array of the image's shape with **True = masked** (excluded), the same meaning as pyFAI masks
@@ -8,7 +8,9 @@ Order of operations (see :func:`midas_ref.io.load_image`): sentinels are raw det
 is built on the **raw** frames (before dark subtraction, before any transform) and then transformed with
 the same ImTransOpt list as the image, so image and mask always share one frame.
 
-Background estimation and thresholding will be added to this module later.
+Background: the legacy tool ran a 101-px disk median filter five times on the full image (DIPlib), far
+too slow at 2048². :func:`median_background` filters a block-averaged copy instead (see its Notes for the
+approximation and its measured effect) and interpolates back.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 from .errors import CalibrationError, ImageReadError, MidasRefError
 
 __all__ = ["IM_TRANS_OPTIONS", "ImTransOptError", "apply_im_trans_opt", "build_mask", "check_mask",
-           "read_mask_file", "validate_im_trans_opt"]
+           "read_mask_file", "validate_im_trans_opt", "median_background", "auto_threshold",
+           "threshold_image"]
 
 #: ImTransOpt codes (legacy ``ImTransOpt`` / ``-ImTransOpt``), applied in list order.
 IM_TRANS_OPTIONS = {0: "none", 1: "flip left-right (Y, columns)", 2: "flip up-down (Z, rows)",
@@ -248,3 +251,102 @@ def check_mask(mask: np.ndarray) -> np.ndarray:
         raise CalibrationError(f"all {mask.size} pixels are masked (check BadPxIntensity, GapIntensity and "
                                "MaskFile; a mask file must be nonzero on the pixels to exclude)")
     return mask
+
+
+def median_background(image: np.ndarray, mask: np.ndarray | None = None, *, size_px: int = 101,
+                      block_px: int | None = None) -> np.ndarray:
+    """Smooth background under the rings: a disk median filter of diameter ``size_px`` (legacy 101).
+
+    Parameters
+    ----------
+    image : ndarray (rows, cols)
+    mask : ndarray of bool, optional
+        Masked (True) and non-finite pixels do not contribute.
+    size_px : int
+        Diameter of the disk-shaped median window, pixels.
+    block_px : int, optional
+        Block size of the averaged copy that is filtered (default ``max(1, size_px // 12)``).
+
+    Returns
+    -------
+    ndarray of the image's shape, float64
+
+    Notes
+    -----
+    The image is averaged in ``block_px`` × ``block_px`` blocks (NaN-aware), filtered with a disk median
+    of diameter ``size_px / block_px`` blocks, and interpolated back bilinearly. Rings a few pixels wide
+    cover a small fraction of each window, so the median ignores them either way; what the blocks change
+    is only how sharply the background may vary (≈ ``block_px`` px). Measured on the simulated ``ge2048``
+    image: 0.1 s instead of minutes, and the background under the rings differs from the full-resolution
+    filter by far less than the noise (tests/test_preprocess.py).
+    """
+    from scipy.ndimage import median_filter
+
+    image = np.asarray(image, dtype=np.float64)
+    valid = np.isfinite(image)
+    if mask is not None:
+        valid &= ~mask
+    if not valid.any():
+        raise CalibrationError("every pixel is masked or non-finite: no background can be estimated")
+    block = max(1, int(size_px // 12) if block_px is None else int(block_px))
+    rows, cols = image.shape
+    pr, pc = (-rows) % block, (-cols) % block
+    padded = np.pad(np.where(valid, image, 0.0), ((0, pr), (0, pc)))
+    weights = np.pad(valid.astype(np.float64), ((0, pr), (0, pc)))
+    shape = (padded.shape[0] // block, block, padded.shape[1] // block, block)
+    sums = padded.reshape(shape).sum(axis=(1, 3))
+    counts = weights.reshape(shape).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        small = sums / counts
+    small = np.where(counts > 0, small, np.nanmedian(small))
+    radius = max(1, int(round(size_px / block / 2)))
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = xx * xx + yy * yy <= radius * radius
+    filtered = median_filter(small, footprint=disk, mode="nearest")
+    # block centres sit at (k + ½)·block − ½ in pixel coordinates: interpolate back, one axis at a time
+    along_rows = _linear_upsample(filtered, rows, block, axis=0)
+    return _linear_upsample(along_rows, cols, block, axis=1)
+
+
+def _linear_upsample(small: np.ndarray, n: int, block: int, axis: int) -> np.ndarray:
+    """Linear interpolation of block-centre samples back to ``n`` pixels along ``axis`` (edges clamped)."""
+    pos = np.clip((np.arange(n) + 0.5) / block - 0.5, 0, small.shape[axis] - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    i1 = np.minimum(i0 + 1, small.shape[axis] - 1)
+    w = pos - i0
+    if axis == 0:
+        return small[i0] * (1 - w)[:, None] + small[i1] * w[:, None]
+    return small[:, i0] * (1 - w)[None, :] + small[:, i1] * w[None, :]
+
+
+def auto_threshold(corrected: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Threshold separating ring pixels from noise in a background-subtracted image.
+
+    ``max(5·σ, 0.1·(p99.9 − median))`` over unmasked pixels, with σ = 1.4826·MAD. The legacy rule
+    ``100·(1 + floor(std/100))`` assumed counts in the thousands (a dim image gets a threshold above every
+    ring, a float image in [0, 1] always 100); this one scales with the data. The second term keeps
+    noise-free images (σ ≈ 0) from thresholding their ring tails and background ripple.
+    """
+    values = corrected[np.isfinite(corrected) & (True if mask is None else ~mask)]
+    if values.size == 0:
+        raise CalibrationError("every pixel is masked or non-finite: cannot threshold")
+    med = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - med)))
+    top = float(np.percentile(values, 99.9))
+    return max(5.0 * sigma, 0.1 * (top - med))
+
+
+def threshold_image(corrected: np.ndarray, mask: np.ndarray | None = None, threshold: float = 0.0):
+    """Binary ring image: ``corrected > T`` (T = ``threshold``, or :func:`auto_threshold` when 0).
+
+    Returns
+    -------
+    binary : ndarray of bool
+    threshold : float
+        The threshold used.
+    """
+    t = auto_threshold(corrected, mask) if threshold == 0 else float(threshold)
+    binary = np.isfinite(corrected) & (corrected > t)
+    if mask is not None:
+        binary &= ~mask
+    return binary, t

@@ -1,0 +1,405 @@
+"""The AutoCalibrate pipeline: guesses → iterative peak extraction and geometry fit → ring rejection.
+
+``calibrate`` is the library form of ``midas-ref calibrate`` (AutoCalibrateZarr + CalibrantOMP). Steps:
+
+1. background (block-median, :func:`~midas_ref.preprocess.median_background`) unless ``no_median``;
+   threshold → binary ring image;
+2. beam centre: from ring arcs (no guess) and/or the sharpness search around the guess
+   (:mod:`midas_ref.guess`); Lsd from the detected ring radii matched to the ring table;
+3. refinement loop: every iteration re-extracts the ring peaks **in the frame of the latest geometry**
+   (so the answer does not depend on the start), fits the geometry with outlier points clipped, and
+   frees parameters in stages (Lsd + BC → + tilts → + distortion) so a poor start cannot send the
+   distortion terms astray;
+4. ring rejection (MultFactor): a ring is dropped when its mean |strain| exceeds ``MultFactor`` × the
+   median ring's, exceeds 1 µε, *and* its mean offset is significant (> 4 standard errors) — the legacy
+   rule alone kept dropping good rings from a tight distribution (legacy/README.md);
+5. stop when the geometry no longer moves any point by more than 1e-7 strain, or at the iteration cap,
+   with an explicit status.
+
+Library code never prints: progress goes through the optional ``progress(event, info)`` callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import guess as _guess
+from .errors import CalibrationError
+from .panels import Panels
+from .params import Geometry, default_rho_d_um
+from .preprocess import median_background, threshold_image
+from .profiles import PeakPoints, extract_peaks
+from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain
+from .rings import Ring
+
+__all__ = ["CalibrationSettings", "IterationRecord", "CalibrationResult", "calibrate", "ring_statistics"]
+
+#: Stages of freed parameters; the last one gains p4 when DistortionOrder is 6.
+STAGES = (("lsd_um", "bc_y_px", "bc_z_px"),
+          ("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg"),
+          FREE_DEFAULT)
+
+#: A geometry update that moves no point by more than this strain counts as converged.
+CONVERGED_STRAIN_CHANGE = 1e-7
+#: Rings with a mean |strain| below this are never rejected (1 µε).
+RING_REJECT_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """Options of :func:`calibrate` (the ``midas-ref calibrate`` flags, legacy defaults).
+
+    Attributes
+    ----------
+    eta_bin_deg : float
+        Azimuthal bin (``-EtaBinSize``), degrees.
+    mult_factor : float
+        Ring rejection factor (``-MultFactor``).
+    stopping_strain : float
+        The calibration FAILS if the final mean |strain| is above this (``-StoppingStrain``).
+    first_ring_nr : int
+        Lowest ring number allowed as a match for the innermost detected ring (``-FirstRingNr``).
+    lsd_guess_um : float or None
+        ``-LsdGuess``; the distance search is centred on it (within ×0.7–1.4). None: 1 m, search ×0.2–5.
+    bc_guess_px : (float, float) or None
+        ``-BCGuess Y Z``; None → from ring arcs.
+    threshold : float
+        ``-Threshold`` (0 = automatic).
+    no_median : bool
+        ``-NoMedian 1``: no background subtraction before thresholding.
+    max_iterations : int
+        Cap on extraction + fit iterations (the legacy loop had none).
+    optimizer : {"least-squares", "nelder-mead"}
+    half_window_px : float or None
+        Radial half-window per ring; None → ``max(6, 4·FWHM)`` px from the detected peak width.
+    tolerances : Tolerances
+    distortion_order : {4, 6}
+        6 adds p4 (ρ⁶) to the fit.
+    fit_distortion : bool
+        False keeps p0–p3 at their start values.
+    min_snr : float
+        Peaks below this height / noise ratio are ignored.
+    """
+
+    eta_bin_deg: float = 5.0
+    mult_factor: float = 2.5
+    stopping_strain: float = 4e-5
+    first_ring_nr: int = 1
+    lsd_guess_um: float | None = None
+    bc_guess_px: tuple[float, float] | None = None
+    threshold: float = 0.0
+    no_median: bool = False
+    max_iterations: int = 40
+    optimizer: str = "least-squares"
+    half_window_px: float | None = None
+    tolerances: Tolerances = Tolerances()
+    distortion_order: int = 4
+    fit_distortion: bool = True
+    min_snr: float = 5.0
+
+    def __post_init__(self):
+        checks = [(self.eta_bin_deg > 0 and self.eta_bin_deg <= 90, "EtaBinSize must be in (0, 90] degrees"),
+                  (self.mult_factor > 0, "MultFactor must be > 0"),
+                  (self.stopping_strain > 0, "StoppingStrain must be > 0"),
+                  (self.first_ring_nr >= 1, "FirstRingNr must be >= 1"),
+                  (self.max_iterations >= 1, "the iteration cap must be >= 1"),
+                  (self.optimizer in ("least-squares", "nelder-mead"), "optimizer must be least-squares or nelder-mead"),
+                  (self.distortion_order in (4, 6), "DistortionOrder must be 4 or 6"),
+                  (self.lsd_guess_um is None or self.lsd_guess_um > 0, "LsdGuess must be > 0")]
+        for ok, message in checks:
+            if not ok:
+                raise CalibrationError(message)
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One extraction + fit iteration."""
+
+    iteration: int
+    stage: int
+    n_points: int
+    n_rings: int
+    mean_strain: float
+    std_strain: float
+    geometry: Geometry
+    excluded_rings: tuple[int, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Everything a calibration produced.
+
+    Attributes
+    ----------
+    status : {"CONVERGED", "FAILED"}
+    reason : str
+        Why it failed (empty when converged).
+    geometry : Geometry
+    points : PeakPoints
+        Final peak points (extracted with the final geometry's predecessor).
+    strain : ndarray
+        Signed pseudo-strain ``1 − R/R_ideal`` of every point at the final geometry.
+    outlier : ndarray of bool
+        Points left out of the final fit.
+    rings : tuple of Ring
+        Rings considered (after RingsToExclude, within the detector).
+    excluded_rings : tuple of int
+        Ring numbers rejected by the MultFactor rule.
+    mean_strain, std_strain : float
+        Mean and population std of |strain| over the inlier points.
+    iterations : tuple of IterationRecord
+    timings : dict
+        Seconds per stage: background, guess, extraction, fit.
+    guess : dict
+        How the start was found (centre, distance, peaks…).
+    background, binary : ndarray or None
+        For plots / the HDF5 dump.
+    threshold : float
+    """
+
+    status: str
+    reason: str
+    geometry: Geometry
+    points: PeakPoints
+    strain: np.ndarray
+    outlier: np.ndarray
+    rings: tuple[Ring, ...]
+    excluded_rings: tuple[int, ...]
+    mean_strain: float
+    std_strain: float
+    iterations: tuple[IterationRecord, ...]
+    timings: dict
+    guess: dict
+    background: np.ndarray | None = field(default=None, repr=False)
+    binary: np.ndarray | None = field(default=None, repr=False)
+    threshold: float = math.nan
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "CONVERGED"
+
+
+def _emit(progress, event, **info):
+    if progress is not None:
+        progress(event, info)
+
+
+def ring_statistics(ring_index, strain, n_rings):
+    """Per ring: number of points, mean signed strain, mean |strain|, standard error of the mean."""
+    count = np.bincount(ring_index, minlength=n_rings).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(ring_index, weights=strain, minlength=n_rings) / count
+        mean_abs = np.bincount(ring_index, weights=np.abs(strain), minlength=n_rings) / count
+        var = np.bincount(ring_index, weights=strain ** 2, minlength=n_rings) / count - mean ** 2
+        sem = np.sqrt(np.maximum(var, 0) / np.maximum(count - 1, 1))
+    return count, mean, mean_abs, sem
+
+
+def _clip_outliers(strain, n_sigma=5.0, passes=3):
+    """Inliers by iterated median/MAD clipping (at least 0.1 µε wide)."""
+    keep = np.isfinite(strain)
+    for _ in range(passes):
+        med = np.median(strain[keep])
+        sigma = 1.4826 * np.median(np.abs(strain[keep] - med))
+        new = np.isfinite(strain) & (np.abs(strain - med) <= max(n_sigma * sigma, 1e-7))
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSettings, progress=None):
+    """Background, threshold, beam centre and distance guesses. Returns (geometry, details, bg, binary, T)."""
+    t0 = time.perf_counter()
+    if settings.no_median:
+        background = np.zeros_like(image)
+    else:
+        _emit(progress, "background")
+        background = median_background(image, mask)
+    corrected = image - background
+    binary, thr = threshold_image(corrected, mask, settings.threshold)
+    t_bg = time.perf_counter() - t0
+    if binary.sum() < 20:
+        raise CalibrationError(f"no rings found: only {int(binary.sum())} pixels above the threshold {thr:.4g}")
+    details = {"threshold": thr, "seconds_background": t_bg}
+    _emit(progress, "guess")
+    if settings.bc_guess_px is not None:
+        start_yz = tuple(map(float, settings.bc_guess_px))
+        search = 40.0
+        details["bc_source"] = "BCGuess"
+    else:
+        arcs = _guess.beam_center_from_arcs(binary)
+        if arcs is None:
+            raise CalibrationError("no rings found: no thresholded region looks like a ring arc; "
+                                   "give -BCGuess or check -Threshold")
+        start_yz = arcs[:2]
+        search = 10.0
+        details["bc_source"] = f"ring arcs ({arcs[2]} arcs)"
+        details["bc_arcs"] = arcs[:2]
+    cy, cz = _guess.center_by_sharpness(binary, np.where(binary, corrected, 0.0), start_yz, search_px=search)
+    details["bc_sharpness"] = (cy, cz)
+    rho_d = base.rho_d_um if base.rho_d_um else default_rho_d_um(cy, cz, base.n_pixels_y, base.n_pixels_z,
+                                                                 base.px_um)
+    lsd0 = settings.lsd_guess_um or 1_000_000.0
+    geom = replace(base, lsd_um=lsd0, bc_y_px=cy, bc_z_px=cz, rho_d_um=rho_d)
+    peaks_r, _, fwhm = _guess.ring_peaks(corrected, mask, geom)
+    details["n_profile_peaks"] = int(peaks_r.size)
+    details["fwhm_px"] = fwhm
+    tan_tth = np.tan(np.radians([ring.two_theta_deg for ring in rings]))
+    lsd_range = (0.7, 1.43) if settings.lsd_guess_um else (0.2, 5.0)
+    match = _guess.match_lsd(peaks_r, tan_tth, lsd0, lsd_range=lsd_range, first_ring=settings.first_ring_nr)
+    if match is None:
+        raise CalibrationError(f"no rings found: {peaks_r.size} peaks in the radial profile do not match the "
+                               f"calibrant's ring table for a distance within {lsd_range[0]:g}–{lsd_range[1]:g} × "
+                               f"{lsd0:.0f} µm (check Wavelength, LatticeConstant, SpaceGroup, -LsdGuess)")
+    details["lsd_match"] = match
+    geom = replace(geom, lsd_um=match[0])
+    details["seconds_guess"] = time.perf_counter() - t0 - t_bg
+    return geom, details, background, binary, thr
+
+
+def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings, *,
+              settings: CalibrationSettings = CalibrationSettings(), panels: Panels | None = None,
+              start: Geometry | None = None, progress=None) -> CalibrationResult:
+    """Calibrate the detector geometry from one calibrant image.
+
+    Parameters
+    ----------
+    image : ndarray (rows, cols), float
+        Dark-subtracted, ImTransOpt-applied image.
+    mask : ndarray of bool or None
+        True = ignore.
+    base : Geometry
+        Detector description (pixel size, size, tx, RhoD if known); Lsd/BC/tilts are guessed unless
+        ``start`` is given.
+    rings : sequence of Ring
+        Calibrant rings (RingsToExclude already removed).
+    settings : CalibrationSettings
+    panels : Panels, optional
+        Fixed panel corrections.
+    start : Geometry, optional
+        Skip the guesses and start from this geometry.
+    progress : callable(event, info), optional
+
+    Returns
+    -------
+    CalibrationResult
+        ``status`` says whether it converged; a failure carries the reason and the last geometry.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.shape != base.shape:
+        raise CalibrationError(f"image shape {image.shape} differs from NrPixelsZ × NrPixelsY = {base.shape}")
+    if mask is not None and mask.all():
+        raise CalibrationError("every pixel is masked")
+    if not np.isfinite(image if mask is None else image[~mask]).any():
+        raise CalibrationError("the image has no finite unmasked pixel (NaN frame?)")
+    rings = tuple(rings)
+    if not rings:
+        raise CalibrationError("the ring table is empty (all rings excluded?)")
+    timings = {"background": 0.0, "guess": 0.0, "extraction": 0.0, "fit": 0.0}
+    background = binary = None
+    thr = math.nan
+    if start is None:
+        geom, guess_info, background, binary, thr = initial_geometry(image, mask, base, rings, settings, progress)
+        timings["background"] = guess_info["seconds_background"]
+        timings["guess"] = guess_info["seconds_guess"]
+        fwhm = guess_info["fwhm_px"]
+    else:
+        geom, guess_info, fwhm = start, {"bc_source": "start geometry"}, math.nan
+    if not math.isfinite(fwhm) or fwhm <= 0:
+        fwhm = 3.0
+    half_window = settings.half_window_px or max(6.0, 4.0 * fwhm)
+    anchor = geom
+    final_stage = list(STAGES[-1]) + (["p4"] if settings.distortion_order == 6 else [])
+    stages = [STAGES[0], STAGES[1], tuple(final_stage) if settings.fit_distortion else STAGES[1]]
+    max_r = max(math.hypot(cy - geom.bc_y_px, cz - geom.bc_z_px)
+                for cy in (0, base.n_pixels_y - 1) for cz in (0, base.n_pixels_z - 1)) * base.px_um
+    tth_all = np.radians([ring.two_theta_deg for ring in rings])
+    excluded: list[int] = []
+    records = []
+    stage = 0
+    in_stage = 0
+    status, reason = "FAILED", f"no convergence within {settings.max_iterations} iterations"
+    points = fit = keep = None
+    for iteration in range(1, settings.max_iterations + 1):
+        t_it = time.perf_counter()
+        use = np.array([ring.ring_nr not in excluded for ring in rings]) & (geom.lsd_um * np.tan(tth_all) < max_r)
+        use &= np.tan(tth_all) > 0
+        if use.sum() < 2:
+            reason = "fewer than two rings remain on the detector"
+            break
+        idx = np.flatnonzero(use)
+        t0 = time.perf_counter()
+        points = extract_peaks(image, mask, geom, geom.lsd_um * np.tan(tth_all[idx]), panels=panels,
+                               eta_bin_deg=settings.eta_bin_deg, half_window_px=half_window, fwhm_px=fwhm,
+                               min_snr=settings.min_snr)
+        points = points.select(np.ones(len(points), bool))
+        ring_of_point = idx[points.ring]
+        timings["extraction"] += time.perf_counter() - t0
+        free = stages[stage]
+        if len(points) < 3 * len(free):
+            reason = (f"no rings found: only {len(points)} ring peaks could be fitted at iteration {iteration} "
+                      f"(need {3 * len(free)})")
+            break
+        tt = np.degrees(tth_all[ring_of_point])
+        t0 = time.perf_counter()
+        fit = fit_geometry(points.y_px, points.z_px, tt, replace(anchor, **{k: getattr(geom, k) for k in free}),
+                           panels=panels, free=free, tolerances=settings.tolerances, method=settings.optimizer)
+        keep = _clip_outliers(fit.strain)
+        fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, panels=panels, free=free,
+                           tolerances=settings.tolerances, method=settings.optimizer)
+        timings["fit"] += time.perf_counter() - t0
+        new = fit.geometry
+        change = np.abs(point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), new, panels)
+                        - point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels))
+        change = float(np.max(change[np.isfinite(change)], initial=0.0))
+        geom = new
+        s_all = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
+        inl = np.abs(s_all[keep])
+        records.append(IterationRecord(iteration, stage, int(keep.sum()), int(np.unique(ring_of_point).size),
+                                       float(inl.mean()), float(inl.std()), geom, tuple(excluded),
+                                       time.perf_counter() - t_it))
+        _emit(progress, "iteration", record=records[-1], change=change)
+        in_stage += 1
+        if stage < len(stages) - 1:
+            # early stages only bring the windows onto the rings: move on once settled or after two passes
+            if change < CONVERGED_STRAIN_CHANGE * 100 or in_stage >= 2:
+                stage += 1
+                in_stage = 0
+            continue
+        if change >= CONVERGED_STRAIN_CHANGE:
+            continue
+        # converged in the final stage: ring rejection (MultFactor), then done when nothing new is rejected
+        count, mean, mean_abs, sem = ring_statistics(ring_of_point[keep], s_all[keep], len(rings))
+        present = count > 0
+        median = float(np.median(mean_abs[present]))
+        bad = present & (mean_abs > settings.mult_factor * median) & (mean_abs > RING_REJECT_FLOOR) & (
+            np.abs(mean) > 4 * sem)
+        new_bad = [rings[k].ring_nr for k in np.flatnonzero(bad) if rings[k].ring_nr not in excluded]
+        if new_bad:
+            excluded.extend(new_bad)
+            _emit(progress, "rings_rejected", rings=tuple(new_bad))
+            continue
+        status, reason = "CONVERGED", ""
+        break
+    if points is None or fit is None:
+        raise CalibrationError(reason if reason else "calibration produced no ring points")
+    tt = np.degrees(tth_all[idx[points.ring]])
+    strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
+    inl = np.abs(strain[keep])
+    mean_strain, std_strain = float(inl.mean()), float(inl.std())
+    if status == "CONVERGED" and mean_strain > settings.stopping_strain:
+        status, reason = "FAILED", (f"mean strain {mean_strain:.3g} is above StoppingStrain "
+                                    f"{settings.stopping_strain:.3g}")
+    if status == "CONVERGED" and fit.at_bound:
+        status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(fit.at_bound)
+                                    + " (start too far off, or tolerances too tight)")
+    points = replace(points, ring=idx[points.ring])
+    return CalibrationResult(status, reason, geom, points, strain, ~keep, tuple(rings), tuple(excluded),
+                             mean_strain, std_strain, tuple(records), timings, guess_info, background,
+                             binary, thr)

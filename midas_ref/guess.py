@@ -1,0 +1,373 @@
+"""Initial guesses: beam centre from ring arcs, centre refinement, ring radii, Lsd from the ring table.
+
+All functions return result objects that say whether they succeeded and why not (style.md §3); they raise
+only for bad input. The fine refinement (:mod:`midas_ref.refine`) needs the centre within a few pixels and
+Lsd within a fraction of a percent; these steps get there from far worse starts:
+
+* :func:`beam_center_from_arcs` — label thresholded ring pixels, fit a circle to each large region
+  (algebraic Kåsa fit, then a robust median of the centres), no guess needed.
+* :func:`center_by_sharpness` — the centre about which the bright (ring) pixels' radii are most
+  concentrated: a coarse-to-fine grid search of the histogram's inverse participation ratio, robust to
+  any start within its search box (no correlation aliasing between neighbouring rings).
+* :func:`refine_center` — η-resolved radial profiles about the current centre; a centre error δ shifts the
+  profile of azimuth η by ``δ_y·sin η + δ_z·cos η`` (all rings alike), measured by cross-correlation with
+  the median profile and fitted; repeated until the correction is below 0.05 px. Works from ±30 px.
+* :func:`ring_peaks` + :func:`match_lsd` — peaks of the azimuthally averaged profile matched to the ring
+  table by a hypothesis search over (detected peak, ring) pairs: the scale that explains the most peaks wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .errors import CalibrationError
+from .geometry import r_eta_maps
+from .params import Geometry
+
+__all__ = ["GuessResult", "beam_center_from_arcs", "center_by_sharpness", "refine_center", "azimuthal_profiles", "ring_peaks",
+           "match_lsd"]
+
+
+@dataclass(frozen=True)
+class GuessResult:
+    """A guess and how it was obtained.
+
+    Attributes
+    ----------
+    ok : bool
+        False when the step could not produce a guess; ``reason`` says why.
+    geometry : Geometry
+        The (possibly updated) geometry.
+    reason : str
+    details : dict
+        Diagnostics (numbers of arcs / peaks used, per-step corrections …).
+    """
+
+    ok: bool
+    geometry: Geometry
+    reason: str = ""
+    details: dict | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+# ---- beam centre from arcs ------------------------------------------------------------------------------
+
+def _kasa_circle(rows, cols):
+    """Algebraic circle fit; returns (centre_row, centre_col, radius, rms residual) or None."""
+    x = cols.astype(np.float64)
+    y = rows.astype(np.float64)
+    xm, ym = x.mean(), y.mean()
+    u, v = x - xm, y - ym
+    a = np.array([[np.dot(u, u), np.dot(u, v)], [np.dot(u, v), np.dot(v, v)]])
+    b = 0.5 * np.array([np.dot(u, u * u) + np.dot(u, v * v), np.dot(v, v * v) + np.dot(v, u * u)])
+    try:
+        uc, vc = np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:
+        return None
+    radius = math.sqrt(uc * uc + vc * vc + (np.dot(u, u) + np.dot(v, v)) / x.size)
+    rms = float(np.sqrt(np.mean((np.hypot(x - xm - uc, y - ym - vc) - radius) ** 2)))
+    return vc + ym, uc + xm, radius, rms
+
+
+def beam_center_from_arcs(binary: np.ndarray, *, min_area: int = 300, max_rms_px: float = 3.0,
+                          min_arc_deg: float = 20.0) -> tuple[float, float, int] | None:
+    """Beam centre (y, z) px from the connected regions of a thresholded ring image.
+
+    Each region with at least ``min_area`` pixels (8-connectivity) gets a circle fit; regions that are not
+    arcs (rms distance from the circle > ``max_rms_px``) or span less than ``min_arc_deg`` of azimuth are
+    dropped; the centre is the median of the remaining centres, weighted towards long arcs by repeating
+    nothing — a plain per-coordinate median, which is robust to a minority of bad regions.
+
+    Returns
+    -------
+    (bc_y_px, bc_z_px, n_arcs) or None when no region qualifies.
+    """
+    from skimage.measure import label, regionprops
+
+    labels = label(binary, connectivity=2)
+    centres = []
+    for region in regionprops(labels):
+        if region.area < min_area:
+            continue
+        coords = region.coords
+        fit = _kasa_circle(coords[:, 0], coords[:, 1])
+        if fit is None:
+            continue
+        zc, yc, radius, rms = fit
+        if not (rms <= max_rms_px and radius > 5.0):
+            continue
+        angles = np.arctan2(coords[:, 1] - yc, coords[:, 0] - zc)
+        span = _angular_span_deg(angles)
+        if span < min_arc_deg:
+            continue
+        centres.append((yc, zc))
+    if not centres:
+        return None
+    c = np.asarray(centres)
+    return float(np.median(c[:, 0])), float(np.median(c[:, 1])), len(centres)
+
+
+def _angular_span_deg(angles):
+    """Angular extent of a set of angles (rad), accounting for wrap-around."""
+    a = np.sort(np.mod(angles, 2 * np.pi))
+    gaps = np.diff(np.concatenate([a, a[:1] + 2 * np.pi]))
+    return math.degrees(2 * np.pi - gaps.max())
+
+
+# ---- centre by sharpness of the radius histogram ---------------------------------------------------------
+
+def _sharpness(y, z, w, cy, cz, bin_px):
+    r = np.hypot(y - cy, z - cz)
+    h = np.bincount((r / bin_px).astype(np.int64), weights=w)
+    return float(np.dot(h, h))
+
+
+def center_by_sharpness(binary, weights, start_yz, *, search_px: float = 40.0, max_pixels: int = 60000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Centre (y, z) px that makes the weighted radius histogram of the ring pixels sharpest.
+
+    Parameters
+    ----------
+    binary : ndarray of bool
+        Ring pixels (e.g. from :func:`midas_ref.preprocess.threshold_image`).
+    weights : ndarray
+        Pixel weights (background-subtracted intensity).
+    start_yz : (float, float)
+        Centre of the search box.
+    search_px : float
+        Half-width of the search box, pixels.
+    max_pixels : int
+        At most this many ring pixels are used (a seeded random subset), which bounds the cost.
+    seed : int
+        Seed of that subset.
+
+    Notes
+    -----
+    Σ h² over the histogram (bins of 2, 1, ½ px in three passes with grids of steps 4, 1, ¼ px) is
+    largest when all pixels of a ring fall in one bin, i.e. at the ring centre. Tilted detectors have
+    elliptical rings; the optimum is then close to the ellipse centres, which is all the next steps need.
+    """
+    z, y = np.nonzero(binary)
+    if y.size == 0:
+        raise CalibrationError("no ring pixel above the threshold: cannot locate the beam centre")
+    w = np.asarray(weights, dtype=np.float64)[z, y]
+    if y.size > max_pixels:
+        pick = np.random.default_rng(seed).choice(y.size, max_pixels, replace=False)
+        y, z, w = y[pick], z[pick], w[pick]
+    y = y.astype(np.float64)
+    z = z.astype(np.float64)
+    cy, cz = map(float, start_yz)
+    for half, step, bin_px in ((search_px, 4.0, 2.0), (5.0, 1.0, 1.0), (1.5, 0.25, 0.5)):
+        offsets = np.arange(-half, half + 1e-9, step)
+        best = (-1.0, cy, cz)
+        for dy in offsets:
+            for dz in offsets:
+                score = _sharpness(y, z, w, cy + dy, cz + dz, bin_px)
+                if score > best[0]:
+                    best = (score, cy + dy, cz + dz)
+        _, cy, cz = best
+    return cy, cz
+
+
+# ---- η-resolved profiles and centre refinement --------------------------------------------------------
+
+def azimuthal_profiles(image, mask, geometry: Geometry, *, n_eta: int = 36, bin_px: float = 0.5,
+                       r_max_um: float | None = None):
+    """Mean intensity per (η bin, radius bin) about the current geometry.
+
+    Returns
+    -------
+    r_px : ndarray of shape (n_r,)
+        Radius bin centres in pixels (``r_um/px``).
+    eta_deg : ndarray of shape (n_eta,)
+        η bin centres.
+    profiles : ndarray of shape (n_eta, n_r)
+        Mean intensity (NaN where a bin has no pixel).
+    """
+    r_um, eta_deg = r_eta_maps(geometry)
+    r_px = r_um / geometry.px_um
+    valid = np.isfinite(image) & np.isfinite(r_px)
+    if mask is not None:
+        valid &= ~mask
+    if r_max_um is not None:
+        valid &= r_um <= r_max_um
+    if not valid.any():
+        raise CalibrationError("no unmasked pixel left to build radial profiles")
+    n_r = int(math.ceil(r_px[valid].max() / bin_px)) + 1
+    rb = np.minimum((r_px[valid] / bin_px).astype(np.int64), n_r - 1)
+    eb = np.minimum(((eta_deg[valid] + 180.0) / (360.0 / n_eta)).astype(np.int64), n_eta - 1)
+    idx = eb * n_r + rb
+    sums = np.bincount(idx, weights=image[valid], minlength=n_eta * n_r)
+    counts = np.bincount(idx, minlength=n_eta * n_r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prof = (sums / counts).reshape(n_eta, n_r)
+    return (np.arange(n_r) + 0.5) * bin_px, (np.arange(n_eta) + 0.5) * (360.0 / n_eta) - 180.0, prof
+
+
+def _highpass(profile, width_bins):
+    """Profile minus a running median (removes background, keeps ring peaks); NaN-aware."""
+    from scipy.ndimage import median_filter
+
+    filled = np.where(np.isfinite(profile), profile, np.nanmedian(profile) if np.isfinite(profile).any() else 0)
+    return filled - median_filter(filled, size=width_bins, mode="nearest")
+
+
+def _best_shift(a, b, max_shift, valid_a, valid_b):
+    """Shift s (bins, sub-bin) maximising the normalised overlap Σ a(r) b(r − s) over valid samples."""
+    shifts = np.arange(-max_shift, max_shift + 1)
+    scores = np.full(shifts.size, -np.inf)
+    n = a.size
+    for k, s in enumerate(shifts):
+        lo, hi = max(0, s), min(n, n + s)
+        if hi - lo < 10:
+            continue
+        aa, bb = a[lo:hi], b[lo - s:hi - s]
+        ok = valid_a[lo:hi] & valid_b[lo - s:hi - s]
+        if ok.sum() < 10:
+            continue
+        num = np.dot(aa[ok], bb[ok])
+        den = math.sqrt(np.dot(aa[ok], aa[ok]) * np.dot(bb[ok], bb[ok]))
+        scores[k] = num / den if den > 0 else -np.inf
+    k = int(np.argmax(scores))
+    if not np.isfinite(scores[k]):
+        return math.nan, -np.inf
+    frac = 0.0
+    if 0 < k < shifts.size - 1 and np.isfinite(scores[k - 1]) and np.isfinite(scores[k + 1]):
+        denom = scores[k - 1] - 2 * scores[k] + scores[k + 1]
+        if denom < 0:
+            frac = 0.5 * (scores[k - 1] - scores[k + 1]) / denom
+    return shifts[k] + frac, float(scores[k])
+
+
+def refine_center(image, mask, geometry: Geometry, *, max_shift_px: float = 40.0, n_eta: int = 36,
+                  max_iterations: int = 8, tol_px: float = 0.05, min_correlation: float = 0.3) -> GuessResult:
+    """Move the beam centre until every η sector shows the same radial profile.
+
+    Parameters
+    ----------
+    image, mask : ndarray
+        Image (background may be present) and mask (True = ignore), or None.
+    geometry : Geometry
+        Start; only ``bc_y_px``/``bc_z_px`` change.
+    max_shift_px : float
+        Largest profile shift searched, pixels (≥ the expected centre error).
+    n_eta : int
+        Number of η sectors.
+    max_iterations, tol_px : int, float
+        Stop when the correction is below ``tol_px`` or after ``max_iterations``.
+    min_correlation : float
+        Sectors whose best normalised correlation is lower are ignored.
+    """
+    bin_px = 0.5
+    history = []
+    geom = geometry
+    for _ in range(max_iterations):
+        r_px, eta_deg, prof = azimuthal_profiles(image, mask, geom, n_eta=n_eta, bin_px=bin_px)
+        width = int(40 / bin_px) | 1
+        hp = np.array([_highpass(p, width) for p in prof])
+        valid = np.isfinite(prof)
+        with np.errstate(all="ignore"):
+            ref = np.nanmedian(np.where(valid, hp, np.nan), axis=0)
+        ref_valid = np.isfinite(ref)
+        ref = np.where(ref_valid, ref, 0.0)
+        shifts, etas, weights = [], [], []
+        for b in range(n_eta):
+            if valid[b].sum() < 20:
+                continue
+            s, score = _best_shift(np.where(valid[b], hp[b], 0.0), ref, int(max_shift_px / bin_px), valid[b],
+                                   ref_valid)
+            if np.isfinite(s) and score >= min_correlation:
+                shifts.append(s * bin_px)
+                etas.append(math.radians(eta_deg[b]))
+                weights.append(score)
+        if len(shifts) < 4:
+            return GuessResult(False, geom, f"only {len(shifts)} η sectors show correlated rings", {"history": history})
+        s = np.asarray(shifts)
+        e = np.asarray(etas)
+        design = np.column_stack([np.ones_like(e), np.sin(e), np.cos(e)])
+        coef, *_ = np.linalg.lstsq(design * np.asarray(weights)[:, None], s * np.asarray(weights), rcond=None)
+        # robust pass: drop sectors far from the first fit
+        resid = s - design @ coef
+        keep = np.abs(resid) <= max(1.0, 3.0 * 1.4826 * np.median(np.abs(resid)))
+        if keep.sum() >= 4:
+            coef, *_ = np.linalg.lstsq(design[keep], s[keep], rcond=None)
+        dy, dz = float(coef[1]), float(coef[2])
+        geom = replace(geom, bc_y_px=geom.bc_y_px + dy, bc_z_px=geom.bc_z_px + dz)
+        history.append((dy, dz, len(shifts)))
+        if math.hypot(dy, dz) < tol_px:
+            return GuessResult(True, geom, "", {"history": history})
+    return GuessResult(True, geom, "stopped at the iteration cap", {"history": history})
+
+
+# ---- ring radii and Lsd -----------------------------------------------------------------------------------
+
+def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float = 5.0, bin_px: float = 0.5):
+    """Radii (µm) and heights of the peaks of the azimuthally averaged profile about the current geometry.
+
+    Returns
+    -------
+    r_um : ndarray, ascending
+    prominence : ndarray
+    fwhm_px : float
+        Median width of the detected peaks (a start for the fine peak fits), NaN if none.
+    """
+    from scipy.signal import find_peaks
+
+    r_px, _, prof = azimuthal_profiles(image, mask, geometry, n_eta=1, bin_px=bin_px)
+    p = prof[0]
+    hp = _highpass(p, int(40 / bin_px) | 1)
+    hp = np.where(np.isfinite(p), hp, 0.0)
+    noise = 1.4826 * np.median(np.abs(hp - np.median(hp))) or np.std(hp) or 1.0
+    peaks, props = find_peaks(hp, prominence=min_prominence_sigma * noise, distance=max(1, int(2 / bin_px)),
+                              width=1)
+    if peaks.size == 0:
+        return np.empty(0), np.empty(0), math.nan
+    return (r_px[peaks] * geometry.px_um, props["prominences"],
+            float(np.median(props["widths"])) * bin_px)
+
+
+def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(0.5, 2.0),
+              rel_tol: float = 0.004, first_ring: int = 1, max_peaks: int = 12) -> tuple[float, int] | None:
+    """Distance that maps the most detected peaks onto rings of the table.
+
+    For each of the innermost ``max_peaks`` detected peaks i and each ring j ≥ ``first_ring``, the
+    hypothesis ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess) is scored by the number of detected
+    peaks lying within ``rel_tol`` (relative) of some ring; ties go to the smaller relative rms. The winner
+    is refined by least squares over its matched pairs.
+
+    Returns
+    -------
+    (lsd_um, n_matched) or None when no hypothesis matches at least two peaks.
+    """
+    r = np.sort(np.asarray(peak_r_um, dtype=np.float64))
+    t = np.sort(np.asarray(ring_tan_two_theta, dtype=np.float64))[max(first_ring, 1) - 1:]
+    if r.size < 2 or t.size < 2:
+        return None
+    best = None
+    for ri in r[:max_peaks]:
+        for tj in t:
+            lsd = ri / tj
+            if not lsd_range[0] * lsd_guess_um <= lsd <= lsd_range[1] * lsd_guess_um:
+                continue
+            pred = lsd * t
+            k = np.clip(np.searchsorted(pred, r), 1, pred.size - 1)
+            near = np.where(np.abs(pred[k - 1] - r) < np.abs(pred[k] - r), k - 1, k)
+            rel = np.abs(r / pred[near] - 1)
+            ok = rel < rel_tol
+            n = int(ok.sum())
+            # penalise hypotheses that leave strong predicted rings inside the data range unexplained
+            inside = (pred > r.min() * 0.999) & (pred < r.max() * 1.001)
+            missing = int(inside.sum()) - len(set(near[ok].tolist()))
+            score = (n - 0.5 * max(missing, 0), -float(np.sqrt(np.mean(rel[ok] ** 2))) if n else -1.0)
+            if n >= 2 and (best is None or score > best[0]):
+                best = (score, r[ok], t[near[ok]])
+    if best is None:
+        return None
+    _, rr, tt = best
+    lsd = float(np.dot(rr, tt) / np.dot(tt, tt))
+    return lsd, int(rr.size)
