@@ -399,7 +399,12 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     if status == "CONVERGED" and fit.at_bound:
         status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(fit.at_bound)
                                     + " (start too far off, or tolerances too tight)")
-    points = replace(points, ring=idx[points.ring])
-    return CalibrationResult(status, reason, geom, points, strain, ~keep, tuple(rings), tuple(excluded),
+    # report only the rings that fall on the detector at the final distance
+    on_detector = np.union1d(np.flatnonzero(geom.lsd_um * np.tan(tth_all) < max_r), idx)
+    renumber = np.full(len(rings), -1)
+    renumber[on_detector] = np.arange(on_detector.size)
+    points = replace(points, ring=renumber[idx[points.ring]])
+    rings = tuple(rings[k] for k in on_detector)
+    return CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
                              mean_strain, std_strain, tuple(records), timings, guess_info, background,
                              binary, thr)

@@ -33,6 +33,13 @@ __all__ = [
 ]
 
 
+def _umask_mode() -> int:
+    """Permissions a plain ``open(path, "w")`` would give: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w", **open_kwargs):
     """Open a temporary file beside ``path``; rename it to ``path`` when the block exits cleanly.
@@ -60,6 +67,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", **open_kwargs):
             open_kwargs.setdefault("encoding", "utf-8")
         with open(tmp, mode, **open_kwargs) as handle:
             yield handle
+        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; outputs should look like ordinary files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -80,6 +88,7 @@ def atomic_path(path: str | os.PathLike):
     os.unlink(tmp)  # libraries such as zarr's ZipStore and h5py want to create the file themselves
     try:
         yield Path(tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

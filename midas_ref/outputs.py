@@ -1,0 +1,261 @@
+"""Calibration outputs: legacy-compatible text files, the HDF5 dump, PNG figures, the console summary.
+
+Every file is written atomically (temporary file + rename). Formats follow the legacy programs so old
+parsers keep working: ``calibrant_screen_out.csv`` carries CalibrantOMP's ``Mean Values`` block
+(spec legacy_engine.md §2.10), the corr.csv its 7 columns, ``-SavePlotsHDF`` the group layout of
+AutoCalibrateZarr (spec autocalibrate.md §3.3).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io as _io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .autocal import CalibrationResult, ring_statistics
+from .geometry import pixel_to_r_eta
+from .io import atomic_output, atomic_path, write_text_atomic
+from .params import Geometry
+
+__all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "write_autocal_log", "save_plots_hdf",
+           "make_plots", "summary_text", "per_ring_table"]
+
+
+def geometry_block(geometry: Geometry, mean_strain: float, std_strain: float, *, two_spaces: bool = True) -> str:
+    """The legacy ``Lsd … StdStrain`` lines (``%0.12f``), as CalibrantOMP prints them."""
+    lines = [f"Lsd {geometry.lsd_um:0.12f}", f"BC {geometry.bc_y_px:0.12f} {geometry.bc_z_px:0.12f}",
+             f"ty {geometry.ty_deg:0.12f}", f"tz {geometry.tz_deg:0.12f}", f"p0 {geometry.p0:0.12f}",
+             f"p1 {geometry.p1:0.12f}", f"p2 {geometry.p2:0.12f}", f"p3 {geometry.p3_deg:0.12f}"]
+    if geometry.p4:
+        lines.append(f"p4 {geometry.p4:0.12f}")
+    lines += [f"MeanStrain {mean_strain:0.12f}", f"StdStrain{'  ' if two_spaces else ' '}{std_strain:0.12f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_screen_out(path, result: CalibrationResult, *, n_eta_bins: int, seconds: float) -> None:
+    """``calibrant_screen_out.csv``: CalibrantOMP's stdout of the last iteration, Mean Values included."""
+    g = result.geometry
+    n_slices = len(result.rings) * n_eta_bins
+    text = (f"# midas-ref calibrant output v1 (CalibrantOMP stdout layout); BC = (Y column, Z row) px\n"
+            f"Number of planes being considered: {len(result.rings) - len(result.excluded_rings)}.\n"
+            f"The following rings will be excluded: {' '.join(map(str, result.excluded_rings))}\n"
+            f"Number of eta bins: {n_eta_bins}.\n"
+            f"Out of {n_slices} slices, {len(result.points)} were in the detector\n"
+            + geometry_block(g, result.mean_strain, result.std_strain, two_spaces=False)
+            + f"Time elapsed for this file:\t{seconds:f} s.\n"
+            f"Total time elapsed:\t{seconds:f} s.\n"
+            "*******************Mean Values*******************\n"
+            + geometry_block(g, result.mean_strain, result.std_strain)
+            + "*******************Copy to par*******************\n"
+            f"Status {result.status}{(': ' + result.reason) if result.reason else ''}\n")
+    write_text_atomic(path, text)
+
+
+def write_corr_csv(path, result: CalibrationResult, start: Geometry) -> None:
+    """The 7-column corr.csv: ``%Eta Strain RadFit EtaCalc DiffCalc RadCalc Ideal2Theta``.
+
+    Columns as CalibrantOMP (spec legacy_engine.md §2.10): η and |strain| and R (µm) at the refined
+    geometry, the same at ``start``, and the ring's ideal 2θ; one row per fitted peak, outliers included.
+    """
+    pts = result.points
+    tth = np.array([result.rings[k].two_theta_deg for k in pts.ring])
+    ideal = np.tan(np.radians(tth))
+    r_fit, eta_fit = pixel_to_r_eta(pts.y_px, pts.z_px, result.geometry)
+    r_start, eta_start = pixel_to_r_eta(pts.y_px, pts.z_px, start)
+    strain_fit = np.abs(1 - r_fit / (result.geometry.lsd_um * ideal))
+    strain_start = np.abs(1 - r_start / (start.lsd_um * ideal))
+    order = np.lexsort((eta_fit, pts.ring))
+    with atomic_output(path) as fh:
+        fh.write("%Eta Strain RadFit EtaCalc DiffCalc RadCalc Ideal2Theta\n")
+        for i in order:
+            fh.write(f"{eta_fit[i]:f} {strain_fit[i]:10.8f} {r_fit[i]:10.8f} {eta_start[i]:f} "
+                     f"{strain_start[i]:10.8f} {r_start[i]:10.8f} {tth[i]:f}\n")
+
+
+def per_ring_table(result: CalibrationResult) -> list[dict]:
+    """Per-ring statistics at the final geometry (inlier points): ring number, 2θ, points, strains."""
+    keep = ~result.outlier
+    count, mean, mean_abs, sem = ring_statistics(result.points.ring[keep], result.strain[keep], len(result.rings))
+    rows = []
+    for k, ring in enumerate(result.rings):
+        rows.append({"ring_nr": ring.ring_nr, "hkl": ring.hkl, "two_theta_deg": ring.two_theta_deg,
+                     "n_points": int(count[k]), "mean_strain": float(mean[k]), "mean_abs_strain": float(mean_abs[k]),
+                     "sem": float(sem[k]), "excluded": ring.ring_nr in result.excluded_rings})
+    return rows
+
+
+def summary_text(result: CalibrationResult) -> str:
+    """The final console summary."""
+    g = result.geometry
+    out = _io.StringIO()
+    out.write(f"Calibration {result.status}" + (f": {result.reason}" if result.reason else "") + "\n")
+    out.write(f"  Lsd        {g.lsd_um:.3f} µm\n  BC         {g.bc_y_px:.4f} {g.bc_z_px:.4f} px (Y, Z)\n")
+    out.write(f"  tx ty tz   {g.tx_deg:.5f} {g.ty_deg:.5f} {g.tz_deg:.5f} deg\n")
+    out.write(f"  p0..p3     {g.p0:.4e} {g.p1:.4e} {g.p2:.4e} {g.p3_deg:.3f}\n")
+    if g.p4:
+        out.write(f"  p4         {g.p4:.4e}\n")
+    out.write(f"  RhoD       {g.rho_d_um:.1f} µm\n")
+    out.write(f"  strain     mean {result.mean_strain * 1e6:.2f} µε, std {result.std_strain * 1e6:.2f} µε over "
+              f"{int((~result.outlier).sum())} points on {len(set(result.points.ring[~result.outlier].tolist()))} rings\n")
+    if result.excluded_rings:
+        out.write(f"  rejected rings: {' '.join(map(str, result.excluded_rings))}\n")
+    out.write(f"  iterations {len(result.iterations)}; time " + ", ".join(
+        f"{k} {v:.2f} s" for k, v in result.timings.items()) + "\n")
+    return out.getvalue()
+
+
+def write_autocal_log(path, result: CalibrationResult, *, header: dict) -> None:
+    """``autocal.log``: inputs, the start, every iteration's geometry and strain, the outcome."""
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    with atomic_output(path) as fh:
+        fh.write(f"# midas-ref autocal log v1, {now}; BC = (Y column, Z row) px, lengths µm, angles deg\n")
+        for key, value in header.items():
+            fh.write(f"{now} - midas_ref.calibrate - INFO - {key}: {value}\n")
+        for key, value in result.guess.items():
+            fh.write(f"{now} - midas_ref.calibrate - INFO - guess {key}: {value}\n")
+        for rec in result.iterations:
+            g = rec.geometry
+            fh.write(f"{now} - midas_ref.calibrate - INFO - iteration {rec.iteration} stage {rec.stage}: "
+                     f"Lsd {g.lsd_um:.6f} BC {g.bc_y_px:.6f} {g.bc_z_px:.6f} ty {g.ty_deg:.8f} tz {g.tz_deg:.8f} "
+                     f"p0 {g.p0:.6e} p1 {g.p1:.6e} p2 {g.p2:.6e} p3 {g.p3_deg:.6f} p4 {g.p4:.6e} "
+                     f"MeanStrain {rec.mean_strain:.6e} StdStrain {rec.std_strain:.6e} points {rec.n_points} "
+                     f"rings {rec.n_rings} excluded [{' '.join(map(str, rec.excluded_rings))}] "
+                     f"({rec.seconds:.2f} s)\n")
+        level = "INFO" if result.converged else "ERROR"
+        fh.write(f"{now} - midas_ref.calibrate - {level} - status {result.status}"
+                 + (f": {result.reason}" if result.reason else "") + "\n")
+        for line in summary_text(result).splitlines():
+            fh.write(f"{now} - midas_ref.calibrate - {level} - {line}\n")
+
+
+def save_plots_hdf(path, result: CalibrationResult, image: np.ndarray, *, input_name: str, wavelength: float,
+                   space_group: int) -> None:
+    """The ``-SavePlotsHDF`` file with AutoCalibrateZarr's groups (spec autocalibrate.md §3.3, old layout)."""
+    import h5py
+
+    g = result.geometry
+    keep = ~result.outlier
+    tth = np.array([result.rings[k].two_theta_deg for k in result.points.ring])
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        meta = h5.create_group("metadata")
+        meta.attrs["file_name"] = Path(input_name).name
+        meta.attrs["date_created"] = _dt.datetime.now().isoformat()
+        meta.attrs["format"] = "midas-ref SavePlotsHDF v1; images [row, col] = [Z, Y]"
+        h5.create_group("raw_image_data").create_dataset("raw_image", data=image, compression="gzip", compression_opts=4)
+        h5["raw_image_data"].attrs["description"] = "averaged, dark-subtracted frame after ImTransOpt"
+        if result.background is not None:
+            h5.create_group("background_data").create_dataset("background", data=result.background, compression="gzip", compression_opts=4)
+            h5["background_data"].attrs["description"] = "block-median background"
+        if result.binary is not None:
+            thr = (result.binary * 255).astype(np.uint8)
+            h5.create_group("threshold_data").create_dataset("threshold", data=thr, compression="gzip", compression_opts=4)
+            h5["threshold_data"].attrs["description"] = f"pixels above threshold {result.threshold:g}"
+            ov = h5.create_group("ring_overlay_data")
+            ov.create_dataset("threshold", data=thr, compression="gzip", compression_opts=4)
+            ov.create_dataset("beam_center", data=[g.bc_z_px, g.bc_y_px])
+            ov.create_dataset("ring_radii", data=[g.lsd_um * math.tan(math.radians(r.two_theta_deg)) / g.px_um
+                                                  for r in result.rings])
+            ov.attrs["description"] = "ring radii in px at the refined distance; beam_center = [row, col]"
+            ov.attrs["beam_center_x"] = g.bc_y_px
+            ov.attrs["beam_center_y"] = g.bc_z_px
+        rows = per_ring_table(result)
+        for rec in result.iterations:
+            grp = h5.create_group(f"strain_tth_data_iter{rec.iteration}")
+            grp.attrs["iteration"] = rec.iteration
+            grp.create_dataset("geometry", data=[rec.geometry.lsd_um, rec.geometry.bc_y_px, rec.geometry.bc_z_px,
+                                                 rec.geometry.ty_deg, rec.geometry.tz_deg])
+            grp.create_dataset("mean_strain", data=rec.mean_strain)
+        fin = h5.create_group("final_strain_data")
+        fin.create_dataset("results_tth", data=tth[keep])
+        fin.create_dataset("results_strain", data=result.strain[keep])
+        present = [r for r in rows if r["n_points"] > 0]
+        fin.create_dataset("unique_tth", data=[r["two_theta_deg"] for r in present])
+        fin.create_dataset("mean_strain_per_ring", data=[r["mean_abs_strain"] for r in present])
+        fin.attrs["description"] = "signed strain 1 − R/R_ideal of the inlier points at the final geometry"
+        res = h5.create_group("results_data")
+        r_fit, eta_fit = pixel_to_r_eta(result.points.y_px, result.points.z_px, g)
+        for name, data in (("%Eta", eta_fit), ("Strain", np.abs(result.strain)), ("RadFit", r_fit),
+                           ("Ideal2Theta", tth), ("Outlier", result.outlier.astype(np.int8)),
+                           ("YRawCorr", result.points.y_px), ("ZRawCorr", result.points.z_px)):
+            res.create_dataset(name, data=data)
+        par = h5.create_group("parameters")
+        for key, value in (("lsd", g.lsd_um), ("beam_center", f"{g.bc_y_px} {g.bc_z_px}"), ("ty", g.ty_deg),
+                           ("tz", g.tz_deg), ("p0", g.p0), ("p1", g.p1), ("p2", g.p2), ("p3", g.p3_deg),
+                           ("p4", g.p4), ("mean_strain", result.mean_strain), ("std_strain", result.std_strain),
+                           ("wavelength", wavelength), ("pixel_size", g.px_um), ("space_group", space_group),
+                           ("rings_excluded", ",".join(map(str, result.excluded_rings))),
+                           ("status", result.status)):
+            par.attrs[key] = value
+
+
+def make_plots(out_dir, result: CalibrationResult, image: np.ndarray, *, stem: str = "calibration") -> list[Path]:
+    """PNG figures (headless): rings over the image, strain vs 2θ per iteration, residual map."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    del plt  # figures are created directly so no GUI backend is ever touched
+    out_dir = Path(out_dir)
+    g = result.geometry
+    written = []
+    keep = ~result.outlier
+    pts = result.points
+
+    fig = Figure(figsize=(8, 8), dpi=110)
+    ax = fig.add_subplot()
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, [1, 99.7]) if finite.size else (0, 1)
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, origin="upper", interpolation="nearest")
+    from .geometry import r_eta_to_pixel
+    eta = np.linspace(-180, 180, 721)
+    for ring in result.rings:
+        r = g.lsd_um * math.tan(math.radians(ring.two_theta_deg))
+        y, z = r_eta_to_pixel(np.full_like(eta, r), eta, g)
+        color = "tab:red" if ring.ring_nr in result.excluded_rings else "tab:cyan"
+        ax.plot(y, z, lw=0.6, color=color)
+    ax.plot([g.bc_y_px], [g.bc_z_px], "+", color="yellow", ms=12)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xlabel("Y (column, px)")
+    ax.set_ylabel("Z (row, px)")
+    ax.set_title(f"Refined rings ({result.status}); red = rejected")
+    written.append(_save(fig, out_dir / f"{stem}_rings.png"))
+
+    fig = Figure(figsize=(9, 5), dpi=110)
+    ax = fig.add_subplot()
+    tth = np.array([result.rings[k].two_theta_deg for k in pts.ring])
+    ax.plot(tth[keep], result.strain[keep] * 1e6, ".", ms=2, alpha=0.5, label="points (final)")
+    for rec in result.iterations:
+        ax.axhline(rec.mean_strain * 1e6, lw=0.3, color="gray")
+    rows = [r for r in per_ring_table(result) if r["n_points"]]
+    ax.plot([r["two_theta_deg"] for r in rows], [r["mean_strain"] * 1e6 for r in rows], "o-", color="tab:red",
+            label="ring mean")
+    ax.set_xlabel("2θ (deg)")
+    ax.set_ylabel("strain 1 − R/R_ideal (µε)")
+    ax.set_title("Pseudo-strain vs 2θ; grey lines: mean |strain| of each iteration")
+    ax.legend()
+    written.append(_save(fig, out_dir / f"{stem}_strain.png"))
+
+    fig = Figure(figsize=(8, 7), dpi=110)
+    ax = fig.add_subplot()
+    lim = max(np.percentile(np.abs(result.strain[keep]), 99) * 1e6, 1e-3) if keep.any() else 1.0
+    sc = ax.scatter(pts.y_px[keep], pts.z_px[keep], c=result.strain[keep] * 1e6, s=6, cmap="coolwarm",
+                    vmin=-lim, vmax=lim)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_aspect("equal")
+    fig.colorbar(sc, ax=ax, label="strain (µε)")
+    ax.set_title("Residual strain over the detector")
+    written.append(_save(fig, out_dir / f"{stem}_residuals.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
