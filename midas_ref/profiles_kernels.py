@@ -139,17 +139,28 @@ def _project(p, lower, upper):
 
 
 @njit(**SERIAL)
-def fit_peaks(x, y, p, lower, upper, n_peaks):
+def _weighted_model(x, p, n_peaks, sqrt_w, f, jac):
+    _model_and_jacobian(x, p, n_peaks, f, jac)
+    for i in range(x.shape[0]):
+        f[i] *= sqrt_w[i]
+        for k in range(p.shape[0]):
+            jac[i, k] *= sqrt_w[i]
+
+
+@njit(**SERIAL)
+def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
     """Bounded Levenberg–Marquardt fit of the multi-peak model; ``p`` is updated in place.
 
-    Returns ``(converged, chi2, covariance)`` with the covariance scaled by the residual variance.
+    Minimises ``Σ w_i (y_i − f_i)²`` with ``sqrt_w = √w``. Returns ``(converged, chi2, covariance)`` with the
+    covariance scaled by the reduced χ² (so a detector gain or an overall noise scale does not matter).
     """
     n = x.shape[0]
     n_par = p.shape[0]
     f = np.empty(n)
     jac = np.empty((n, n_par))
-    _model_and_jacobian(x, p, n_peaks, f, jac)
-    resid = y - f
+    yw = y * sqrt_w
+    _weighted_model(x, p, n_peaks, sqrt_w, f, jac)
+    resid = yw - f
     cost = np.dot(resid, resid)
     lam = 1e-3
     converged = False
@@ -172,8 +183,8 @@ def fit_peaks(x, y, p, lower, upper, n_peaks):
             _project(trial, lower, upper)
             f_trial = np.empty(n)
             jac_trial = np.empty((n, n_par))
-            _model_and_jacobian(x, trial, n_peaks, f_trial, jac_trial)
-            r_trial = y - f_trial
+            _weighted_model(x, trial, n_peaks, sqrt_w, f_trial, jac_trial)
+            r_trial = yw - f_trial
             c_trial = np.dot(r_trial, r_trial)
             if c_trial <= cost:
                 rel = (cost - c_trial) / max(cost, 1e-300)
@@ -188,7 +199,7 @@ def fit_peaks(x, y, p, lower, upper, n_peaks):
                 cost = c_trial
                 lam = max(lam / 3.0, 1e-12)
                 improved = True
-                if rel < 1e-12 or small_step:
+                if rel < 1e-10 or small_step:
                     converged = True
                 break
             lam *= 4.0
@@ -282,8 +293,18 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
             upper[4 + 2 * j] = 10.0 * y_span + 1.0
             lower[5 + 2 * j] = c0 - half_window_px
             upper[5 + 2 * j] = c0 + half_window_px
-        converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks)
+        # pass 1 unweighted; pass 2 with Poisson-like weights 1/max(model, floor) from pass 1, which makes
+        # the fit efficient and its covariance honest where the peak is much brighter than the background
+        sqrt_w = np.ones(n)
+        converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
         rms = math.sqrt(cost / max(n - n_par, 1))
+        model = np.empty(n)
+        scratch = np.empty((n, n_par))
+        _model_and_jacobian(x, p, n_peaks, model, scratch)
+        floor = max(0.05 * np.max(model), 1e-12)
+        for k in range(n):
+            sqrt_w[k] = 1.0 / math.sqrt(max(model[k], floor))
+        converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
         for j in range(n_peaks):
             jj = j0 + j
             amp = p[4 + 2 * j]
