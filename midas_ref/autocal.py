@@ -367,8 +367,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         _emit(progress, "iteration", record=records[-1], change=change)
         in_stage += 1
         if stage < len(stages) - 1:
-            # early stages only bring the windows onto the rings: move on once settled or after two passes
-            if change < CONVERGED_STRAIN_CHANGE * 100 or in_stage >= 2:
+            # early stages only bring the windows onto the rings: one pass each
+            if change < CONVERGED_STRAIN_CHANGE * 100 or in_stage >= 1:
                 stage += 1
                 in_stage = 0
             continue

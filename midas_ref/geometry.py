@@ -21,6 +21,9 @@ from .errors import GeometryError
 from .panels import Panels, kernel_tables
 from .params import Geometry
 
+#: Point counts below this are mapped by the serial kernel (thread start-up dominates small calls).
+SERIAL_BELOW = 20000
+
 __all__ = ["tilt_matrix", "kernel_vector", "pixel_to_r_eta", "pixel_to_two_theta", "r_eta_to_pixel",
            "r_eta_maps", "two_theta_map", "two_theta_from_r"]
 
@@ -85,7 +88,8 @@ def pixel_to_r_eta(y_px, z_px, geometry: Geometry, panels: Panels | None = None)
     shape, ys, zs = _flat_pair(y_px, z_px)
     r = np.empty_like(ys)
     eta = np.empty_like(ys)
-    _k.pixel_to_r_eta_points(ys, zs, g, col_to_iy, row_to_iz, n_z, table, r, eta)
+    kernel = _k.pixel_to_r_eta_points if ys.size > SERIAL_BELOW else _k.pixel_to_r_eta_points_serial
+    kernel(ys, zs, g, col_to_iy, row_to_iz, n_z, table, r, eta)
     return r.reshape(shape), np.degrees(eta).reshape(shape)
 
 

@@ -112,6 +112,16 @@ def pixel_to_r_eta_points(ys, zs, g, col_to_iy, row_to_iz, n_panels_z, table, ou
         out_eta[i] = math.atan2(s, c)
 
 
+@njit(**SERIAL)
+def pixel_to_r_eta_points_serial(ys, zs, g, col_to_iy, row_to_iz, n_panels_z, table, out_r, out_eta):
+    """Serial twin of :func:`pixel_to_r_eta_points` for the few thousand points of an objective evaluation,
+    where waking the thread pool costs more than the work."""
+    for i in range(ys.shape[0]):
+        r, c, s = pixel_r_cs(ys[i], zs[i], g, col_to_iy, row_to_iz, n_panels_z, table)
+        out_r[i] = r
+        out_eta[i] = math.atan2(s, c)
+
+
 @njit(**PARALLEL)
 def r_eta_map(g, col_to_iy, row_to_iz, n_panels_z, table, out_r, out_eta):
     """(r_um, eta_rad) at every pixel centre of an image of shape ``out_r.shape = (rows, cols)``."""

@@ -127,7 +127,7 @@ def _sharpness(y, z, w, cy, cz, bin_px):
     return float(np.dot(h, h))
 
 
-def center_by_sharpness(binary, weights, start_yz, *, search_px: float = 40.0, max_pixels: int = 60000,
+def center_by_sharpness(binary, weights, start_yz, *, search_px: float = 40.0, max_pixels: int = 20000,
                         seed: int = 0) -> tuple[float, float]:
     """Centre (y, z) px that makes the weighted radius histogram of the ring pixels sharpest.
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import geometry_kernels as _gk
 from .errors import CalibrationError
-from .geometry import kernel_vector
+from .geometry import SERIAL_BELOW, kernel_vector, pixel_to_r_eta
 from .panels import Panels, kernel_tables
 from .params import Geometry
 
@@ -75,17 +75,11 @@ class FitResult:
     at_bound: tuple[str, ...]
 
 
-def _strain_kernel_args(geometry: Geometry, panels: Panels | None):
-    return (kernel_vector(geometry),) + kernel_tables(panels, geometry.shape)
-
-
 def point_strain(y_px, z_px, tan_two_theta, geometry: Geometry, panels: Panels | None = None):
     """Signed pseudo-strain ``1 − R(y, z)/(Lsd·tan 2θ_k)`` of points with ideal ``tan 2θ_k``."""
     y = np.ascontiguousarray(y_px, dtype=np.float64)
     z = np.ascontiguousarray(z_px, dtype=np.float64)
-    r = np.empty_like(y)
-    eta = np.empty_like(y)
-    _gk.pixel_to_r_eta_points(y, z, *_strain_kernel_args(geometry, panels), r, eta)
+    r, _ = pixel_to_r_eta(y, z, geometry, panels)
     return 1.0 - r / (geometry.lsd_um * np.asarray(tan_two_theta, dtype=np.float64))
 
 
@@ -146,6 +140,7 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     col_to_iy, row_to_iz, n_z, table = kernel_tables(panels, start.shape)
     r = np.empty_like(y)
     eta = np.empty_like(y)
+    kernel = _gk.pixel_to_r_eta_points if y.size > SERIAL_BELOW else _gk.pixel_to_r_eta_points_serial
     n_eval = [0]
 
     def geometry_of(x):
@@ -159,7 +154,7 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     def strains(x):
         n_eval[0] += 1
         geom = geometry_of(x)
-        _gk.pixel_to_r_eta_points(y, z, kernel_vector(geom), col_to_iy, row_to_iz, n_z, table, r, eta)
+        kernel(y, z, kernel_vector(geom), col_to_iy, row_to_iz, n_z, table, r, eta)
         return 1.0 - r / (geom.lsd_um * tan_tth)
 
     if cartesian:
