@@ -13,8 +13,12 @@
 4. ring rejection (MultFactor): a ring is dropped when its mean |strain| exceeds ``MultFactor`` × the
    median ring's, exceeds 1 µε, *and* its mean offset is significant (> 4 standard errors) — the legacy
    rule alone kept dropping good rings from a tight distribution (legacy/README.md);
-5. stop when the geometry no longer moves any point by more than 1e-7 strain, or at the iteration cap,
-   with an explicit status.
+5. stop when the geometry no longer moves any point by more than the larger of 1e-7 strain and a tenth
+   of the statistical uncertainty of the mean strain (real detectors have systematic residuals that make
+   the point set flicker between two nearly identical solutions), or at the iteration cap, with an
+   explicit status. A converged run whose mean strain stays above ``StoppingStrain`` is reported with a
+   warning (the geometry is still the best the model can do); runs that do not converge, end on a
+   search bound or lose their rings FAIL and produce no refined parameters.
 
 Library code never prints: progress goes through the optional ``progress(event, info)`` callback.
 """
@@ -160,6 +164,8 @@ class CalibrationResult:
     background, binary : ndarray or None
         For plots / the HDF5 dump.
     threshold : float
+    warnings : tuple of str
+        Things the user should know about a converged result (e.g. strain above StoppingStrain).
     """
 
     status: str
@@ -178,6 +184,7 @@ class CalibrationResult:
     background: np.ndarray | None = field(default=None, repr=False)
     binary: np.ndarray | None = field(default=None, repr=False)
     threshold: float = math.nan
+    warnings: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -355,9 +362,16 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
                            tolerances=settings.tolerances, method=settings.optimizer)
         timings["fit"] += time.perf_counter() - t0
         new = fit.geometry
-        change = np.abs(point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), new, panels)
-                        - point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels))
-        change = float(np.max(change[np.isfinite(change)], initial=0.0))
+        tan_tt = np.tan(np.radians(tt))
+        s_new = point_strain(points.y_px, points.z_px, tan_tt, new, panels)
+
+        def moved(other):
+            d = np.abs(s_new - point_strain(points.y_px, points.z_px, tan_tt, other, panels))
+            return float(np.max(d[np.isfinite(d)], initial=0.0))
+
+        change = moved(geom)
+        # a two-cycle (the point set flickering between two nearly equal solutions) counts as settled
+        cycle = moved(records[-2].geometry) if len(records) >= 2 else math.inf
         geom = new
         s_all = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
         inl = np.abs(s_all[keep])
@@ -372,7 +386,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
                 stage += 1
                 in_stage = 0
             continue
-        if change >= CONVERGED_STRAIN_CHANGE:
+        tolerance = max(CONVERGED_STRAIN_CHANGE, 0.25 * float(inl.std()) / math.sqrt(max(inl.size, 1)))
+        if min(change, cycle) >= tolerance:
             continue
         # converged in the final stage: ring rejection (MultFactor), then done when nothing new is rejected
         count, mean, mean_abs, sem = ring_statistics(ring_of_point[keep], s_all[keep], len(rings))
@@ -393,9 +408,11 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
     inl = np.abs(strain[keep])
     mean_strain, std_strain = float(inl.mean()), float(inl.std())
+    warnings = []
     if status == "CONVERGED" and mean_strain > settings.stopping_strain:
-        status, reason = "FAILED", (f"mean strain {mean_strain:.3g} is above StoppingStrain "
-                                    f"{settings.stopping_strain:.3g}")
+        warnings.append(f"mean strain {mean_strain:.3g} is above StoppingStrain {settings.stopping_strain:.3g}: "
+                        "the geometry converged, but the detector shows effects the model lacks (panels, "
+                        "parallax, mask) or the calibrant/wavelength is off")
     if status == "CONVERGED" and fit.at_bound:
         status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(fit.at_bound)
                                     + " (start too far off, or tolerances too tight)")
@@ -407,4 +424,4 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     rings = tuple(rings[k] for k in on_detector)
     return CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
                              mean_strain, std_strain, tuple(records), timings, guess_info, background,
-                             binary, thr)
+                             binary, thr, tuple(warnings))

@@ -102,6 +102,8 @@ def summary_text(result: CalibrationResult) -> str:
               f"{int((~result.outlier).sum())} points on {len(set(result.points.ring[~result.outlier].tolist()))} rings\n")
     if result.excluded_rings:
         out.write(f"  rejected rings: {' '.join(map(str, result.excluded_rings))}\n")
+    for warning in result.warnings:
+        out.write(f"  WARNING: {warning}\n")
     out.write(f"  iterations {len(result.iterations)}; time " + ", ".join(
         f"{k} {v:.2f} s" for k, v in result.timings.items()) + "\n")
     return out.getvalue()
