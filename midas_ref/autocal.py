@@ -68,7 +68,7 @@ class CalibrationSettings:
     first_ring_nr : int
         Lowest ring number allowed as a match for the innermost detected ring (``-FirstRingNr``).
     lsd_guess_um : float or None
-        ``-LsdGuess``; the distance search is centred on it (within ×0.7–1.4). None: 1 m, search ×0.2–5.
+        ``-LsdGuess``; the distance search is centred on it (within ×0.7–1.43). None: 1 m, search 0.05–5 m.
     bc_guess_px : (float, float) or None
         ``-BCGuess Y Z``; None → from ring arcs.
     threshold : float
@@ -103,7 +103,7 @@ class CalibrationSettings:
     tolerances: Tolerances = Tolerances()
     distortion_order: int = 4
     fit_distortion: bool = True
-    min_snr: float = 5.0
+    min_snr: float = 3.0
 
     def __post_init__(self):
         checks = [(self.eta_bin_deg > 0 and self.eta_bin_deg <= 90, "EtaBinSize must be in (0, 90] degrees"),
@@ -258,7 +258,7 @@ def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSe
     details["n_profile_peaks"] = int(peaks_r.size)
     details["fwhm_px"] = fwhm
     tan_tth = np.tan(np.radians([ring.two_theta_deg for ring in rings]))
-    lsd_range = (0.7, 1.43) if settings.lsd_guess_um else (0.2, 5.0)
+    lsd_range = (0.7, 1.43) if settings.lsd_guess_um else (0.05, 5.0)
     match = _guess.match_lsd(peaks_r, tan_tth, lsd0, lsd_range=lsd_range, first_ring=settings.first_ring_nr)
     if match is None:
         raise CalibrationError(f"no rings found: {peaks_r.size} peaks in the radial profile do not match the "
@@ -370,8 +370,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
             return float(np.max(d[np.isfinite(d)], initial=0.0))
 
         change = moved(geom)
-        # a two-cycle (the point set flickering between two nearly equal solutions) counts as settled
-        cycle = moved(records[-2].geometry) if len(records) >= 2 else math.inf
+        # a short cycle (the point set flickering between nearly equal solutions) counts as settled
+        cycle = min((moved(rec.geometry) for rec in records[-4:-1] if rec.stage == stage), default=math.inf)
         geom = new
         s_all = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
         inl = np.abs(s_all[keep])

@@ -322,17 +322,19 @@ def _linear_upsample(small: np.ndarray, n: int, block: int, axis: int) -> np.nda
 def auto_threshold(corrected: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Threshold separating ring pixels from noise in a background-subtracted image.
 
-    ``max(5·σ, 0.1·(p99.9 − median))`` over unmasked pixels, with σ = 1.4826·MAD. The legacy rule
+    ``max(5·σ, 0.1·(p99 − median))`` over unmasked pixels, with σ = 1.4826·MAD. The legacy rule
     ``100·(1 + floor(std/100))`` assumed counts in the thousands (a dim image gets a threshold above every
     ring, a float image in [0, 1] always 100); this one scales with the data. The second term keeps
-    noise-free images (σ ≈ 0) from thresholding their ring tails and background ripple.
+    noise-free images (σ ≈ 0) from thresholding their ring tails and background ripple; it uses the 99th
+    percentile (ring pixels are a few per cent of a calibrant image) rather than the maximum, so a few hot
+    pixels or single-crystal spots cannot lift it above the rings.
     """
     values = corrected[np.isfinite(corrected) & (True if mask is None else ~mask)]
     if values.size == 0:
         raise CalibrationError("every pixel is masked or non-finite: cannot threshold")
     med = float(np.median(values))
     sigma = 1.4826 * float(np.median(np.abs(values - med)))
-    top = float(np.percentile(values, 99.9))
+    top = float(np.percentile(values, 99.0))
     return max(5.0 * sigma, 0.1 * (top - med))
 
 
