@@ -83,16 +83,16 @@ def point_strain(y_px, z_px, tan_two_theta, geometry: Geometry, panels: Panels |
     return 1.0 - r / (geometry.lsd_um * np.asarray(tan_two_theta, dtype=np.float64))
 
 
+def _tolerance(name: str, tol: Tolerances) -> float:
+    return {"lsd_um": tol.lsd_um, "bc_y_px": tol.bc_px, "bc_z_px": tol.bc_px, "ty_deg": tol.tilts_deg,
+            "tz_deg": tol.tilts_deg, "tx_deg": tol.tilts_deg, "p0": tol.p0, "p1": tol.p1, "p2": tol.p2,
+            "p3_deg": tol.p3_deg, "p4": tol.p4, "p5": tol.p5}[name]
+
+
 def _bounds(start: Geometry, free, tol: Tolerances):
-    lo, hi = [], []
-    for name in free:
-        v = getattr(start, name)
-        t = {"lsd_um": tol.lsd_um, "bc_y_px": tol.bc_px, "bc_z_px": tol.bc_px, "ty_deg": tol.tilts_deg,
-             "tz_deg": tol.tilts_deg, "tx_deg": tol.tilts_deg, "p0": tol.p0, "p1": tol.p1, "p2": tol.p2,
-             "p3_deg": tol.p3_deg, "p4": tol.p4, "p5": tol.p5}[name]
-        lo.append(v - t)
-        hi.append(v + t)
-    return np.array(lo), np.array(hi)
+    t = np.array([_tolerance(name, tol) for name in free])
+    x = np.array([getattr(start, name) for name in free], dtype=np.float64)
+    return x - t, x + t
 
 
 def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, panels: Panels | None = None,
@@ -115,6 +115,7 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     free : sequence of str
         Geometry field names to refine.
     tolerances : Tolerances
+        Half-widths of the search box; a zero tolerance keeps that parameter fixed.
     method : {"least-squares", "nelder-mead"}
     max_evaluations : int
 
@@ -127,7 +128,12 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     tan_tth = np.tan(np.radians(np.asarray(two_theta_deg, dtype=np.float64)))
     if not (y.shape == z.shape == tan_tth.shape) or y.ndim != 1:
         raise CalibrationError("points and their ring angles must be 1-D arrays of one length")
-    free = tuple(free)
+    # a zero tolerance fixes the parameter (legacy "tolP 0" switches the distortion fit off); p3 is only a
+    # phase of p1 and goes with it
+    free = tuple(name for name in free if _tolerance(name, tolerances) > 0
+                 and not (name == "p3_deg" and tolerances.p1 <= 0))
+    if not free:
+        raise CalibrationError("every geometry parameter has a zero tolerance: nothing to fit")
     if y.size < len(free) + 1:
         raise CalibrationError(f"{y.size} ring points cannot determine {len(free)} geometry parameters")
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)

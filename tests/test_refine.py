@@ -80,3 +80,13 @@ def test_bound_reported_when_tolerance_too_tight():
 def test_too_few_points_is_an_error():
     with pytest.raises(CalibrationError, match="cannot determine"):
         fit_geometry([1.0, 2.0], [3.0, 4.0], [5.0, 5.0], TRUTH)
+
+
+def test_zero_tolerance_fixes_the_parameter():
+    """tolP 0 (legacy way to switch distortion off) keeps p0–p3 at their start values."""
+    truth = dataclasses.replace(TRUTH, p0=0, p1=0, p2=0, p3_deg=0)
+    y, z, tth = exact_points(truth)
+    start = dataclasses.replace(start_from(truth), p2=1e-5, p3_deg=12.0)
+    fit = fit_geometry(y, z, tth, start, tolerances=Tolerances(p0=0, p1=0, p2=0))
+    assert (fit.geometry.p0, fit.geometry.p1, fit.geometry.p2, fit.geometry.p3_deg) == (0.0, 0.0, 1e-5, 12.0)
+    assert abs(fit.geometry.bc_y_px - truth.bc_y_px) < 0.05  # the fixed wrong p2 costs some accuracy
