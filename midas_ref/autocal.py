@@ -10,9 +10,11 @@
    (so the answer does not depend on the start), fits the geometry with outlier points clipped, and
    frees parameters in stages (Lsd + BC → + tilts → + distortion) so a poor start cannot send the
    distortion terms astray;
-4. ring rejection (MultFactor): a ring is dropped when its mean |strain| exceeds ``MultFactor`` × the
-   median ring's, exceeds 1 µε, *and* its mean offset is significant (> 4 standard errors) — the legacy
-   rule alone kept dropping good rings from a tight distribution (legacy/README.md);
+4. ring rejection (MultFactor): a ring is dropped from the geometry fit when its mean |strain| exceeds
+   ``MultFactor`` × the median ring's, exceeds ``StoppingStrain`` (a ring already within the target is
+   fine), *and* its mean offset is significant (> 4 standard errors) — the legacy rule alone kept dropping
+   good rings from a tight distribution (legacy/README.md). Rejected rings stay in the peak model, so
+   their intensity never leaks into a neighbour's fit;
 5. stop when the geometry no longer moves any point by more than the larger of 1e-7 strain and a tenth
    of the statistical uncertainty of the mean strain (real detectors have systematic residuals that make
    the point set flicker between two nearly identical solutions), or at the iteration cap, with an
@@ -49,8 +51,6 @@ STAGES = (("lsd_um", "bc_y_px", "bc_z_px"),
 
 #: A geometry update that moves no point by more than this strain counts as converged.
 CONVERGED_STRAIN_CHANGE = 1e-7
-#: Rings with a mean |strain| below this are never rejected (1 µε).
-RING_REJECT_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,8 @@ class CalibrationSettings:
         False keeps p0–p3 at their start values.
     min_snr : float
         Peaks below this height / noise ratio are ignored.
+    rings_to_exclude : tuple of int
+        ``RingsToExclude``: ring numbers kept out of the geometry fit (still modelled in the peak fits).
     """
 
     eta_bin_deg: float = 5.0
@@ -104,6 +106,7 @@ class CalibrationSettings:
     distortion_order: int = 4
     fit_distortion: bool = True
     min_snr: float = 3.0
+    rings_to_exclude: tuple[int, ...] = ()
 
     def __post_init__(self):
         checks = [(self.eta_bin_deg > 0 and self.eta_bin_deg <= 90, "EtaBinSize must be in (0, 90] degrees"),
@@ -153,7 +156,8 @@ class CalibrationResult:
     rings : tuple of Ring
         Rings considered (after RingsToExclude, within the detector).
     excluded_rings : tuple of int
-        Ring numbers rejected by the MultFactor rule.
+        Ring numbers left out of the geometry fit: ``RingsToExclude`` first, then those rejected by the
+        MultFactor rule.
     mean_strain, std_strain : float
         Mean and population std of |strain| over the inlier points.
     iterations : tuple of IterationRecord
@@ -327,7 +331,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     max_r = max(math.hypot(cy - geom.bc_y_px, cz - geom.bc_z_px)
                 for cy in (0, base.n_pixels_y - 1) for cz in (0, base.n_pixels_z - 1)) * base.px_um
     tth_all = np.radians([ring.two_theta_deg for ring in rings])
-    excluded: list[int] = []
+    excluded: list[int] = [int(n) for n in settings.rings_to_exclude]
     records = []
     stage = 0
     in_stage = 0
@@ -335,17 +339,19 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     points = fit = keep = None
     for iteration in range(1, settings.max_iterations + 1):
         t_it = time.perf_counter()
-        use = np.array([ring.ring_nr not in excluded for ring in rings]) & (geom.lsd_um * np.tan(tth_all) < max_r)
-        use &= np.tan(tth_all) > 0
-        if use.sum() < 2:
-            reason = "fewer than two rings remain on the detector"
+        # every ring on the detector is modelled in the peak fits (an excluded ring still shines on its
+        # neighbours); exclusion only keeps its points out of the geometry fit
+        on = (geom.lsd_um * np.tan(tth_all) < max_r) & (np.tan(tth_all) > 0)
+        fit_ring = on & np.array([ring.ring_nr not in excluded for ring in rings])
+        if fit_ring.sum() < 2:
+            reason = "fewer than two usable rings remain on the detector"
             break
-        idx = np.flatnonzero(use)
+        idx = np.flatnonzero(on)
         t0 = time.perf_counter()
         points = extract_peaks(image, mask, geom, geom.lsd_um * np.tan(tth_all[idx]), panels=panels,
                                eta_bin_deg=settings.eta_bin_deg, half_window_px=half_window, fwhm_px=fwhm,
-                               min_snr=settings.min_snr)
-        points = points.select(np.ones(len(points), bool))
+                               min_snr=settings.min_snr, precise=stage == len(stages) - 1)
+        points = points.select(fit_ring[idx[points.ring]])
         ring_of_point = idx[points.ring]
         timings["extraction"] += time.perf_counter() - t0
         free = stages[stage]
@@ -393,7 +399,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         count, mean, mean_abs, sem = ring_statistics(ring_of_point[keep], s_all[keep], len(rings))
         present = count > 0
         median = float(np.median(mean_abs[present]))
-        bad = present & (mean_abs > settings.mult_factor * median) & (mean_abs > RING_REJECT_FLOOR) & (
+        bad = present & (mean_abs > settings.mult_factor * median) & (mean_abs > settings.stopping_strain) & (
             np.abs(mean) > 4 * sem)
         new_bad = [rings[k].ring_nr for k in np.flatnonzero(bad) if rings[k].ring_nr not in excluded]
         if new_bad:

@@ -450,8 +450,9 @@ def load_image(path: str | os.PathLike, *, dark_path: str | os.PathLike | None =
 
 # ----------------------------------------------------------------------------------------------- writers
 
+# "axes" is a reserved tifffile metadata key (its shape code), so the convention goes under another name
 _FORMAT_NOTE = {"midas_ref_format_version": 1,
-                "axes": "frames are (frame, row = Z, col = Y); pixel [0, 0] is the first stored pixel"}
+                "axis_convention": "frames are (frame, row = Z, col = Y); pixel [0, 0] is the first stored pixel"}
 
 
 def write_tiff(path: str | os.PathLike, image, dtype=None) -> None:

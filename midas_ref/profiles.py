@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numba
 import numpy as np
 
 from . import profiles_kernels as _k
@@ -102,7 +103,7 @@ def ring_clusters(ring_r_um, half_window_um: float):
 def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry, ring_r_um, *,
                   panels: Panels | None = None, eta_bin_deg: float = 5.0, half_window_px: float = 8.0,
                   fwhm_px: float = 2.5, min_pixels: int = 12, min_snr: float = 5.0,
-                  max_sigma_px: float = 0.5) -> PeakPoints:
+                  max_sigma_px: float = 0.5, precise: bool = True) -> PeakPoints:
     """Fit ring peaks in every η bin of every ring window.
 
     Parameters
@@ -128,6 +129,8 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         Peaks whose height is below ``min_snr`` × residual rms are dropped.
     max_sigma_px : float
         Peaks whose radius standard error exceeds this are dropped.
+    precise : bool
+        Add the Poisson-weighted second fit pass (about half the cost; coarse iterations may skip it).
 
     Returns
     -------
@@ -159,8 +162,14 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
                      row_to_iz, n_z, table, lo, hi, n_eta, bins, r_all, eta_all)
     offsets, pix_order = _k.counting_sort(bins, lo.size * n_eta)
     out = np.full((n_eta, ring_r.size, 10), np.nan)
-    _k.fit_all_bins(offsets, pix_order, r_all, image.ravel(), eta_all, n_eta, centre, peak_start,
-                    ring_r[order], px, fwhm_px, half_window_px, min_pixels, out)
+    # bins differ a lot in cost (outer rings hold more pixels): hand them to the threads one at a time
+    chunk = numba.get_parallel_chunksize()
+    numba.set_parallel_chunksize(1)
+    try:
+        _k.fit_all_bins(offsets, pix_order, r_all, image.ravel(), eta_all, n_eta, centre, peak_start,
+                        ring_r[order], px, fwhm_px, half_window_px, min_pixels, precise, out)
+    finally:
+        numba.set_parallel_chunksize(chunk)
     res = out.reshape(-1, 10)
     ring_sorted = np.tile(np.arange(ring_r.size), n_eta)
     keep = ((res[:, 9] == _k.OK) & (res[:, 6] >= min_snr) & (res[:, 1] <= max_sigma_px * px)

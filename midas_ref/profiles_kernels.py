@@ -8,11 +8,12 @@ cluster's window centre, which keeps the normal equations well conditioned.
 
 Model of one bin (``m`` peaks of one ring cluster, shared width and shape):
 
-    I(x) = b0 + b1·x + Σ_j A_j·[μ·L(x − c_j) + (1 − μ)·G(x − c_j)]
+    I(x) = b0 + b1·x + b2·x² + Σ_j A_j·[μ·L(x − c_j) + (1 − μ)·G(x − c_j)]
     L(u) = 1 / (1 + 4u²/Γ²),   G(u) = exp(−4 ln2 · u²/Γ²)
 
-parameters ``[b0, b1, Γ, μ, A_1, c_1, …, A_m, c_m]``; fitted by Levenberg–Marquardt with bounds enforced
-by projection.
+parameters ``[b0, b1, b2, Γ, μ, A_1, c_1, …, A_m, c_m]``; fitted by Levenberg–Marquardt with bounds
+enforced by projection. The quadratic background term absorbs the curvature of the Lorentzian tails of
+rings outside the window (a straight line leaves biases of ~1e-5 strain next to bright neighbours).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ FOUR_LN2 = 4.0 * math.log(2.0)
 OK, TOO_FEW_PIXELS, NOT_CONVERGED, AT_BOUND, WEAK, EDGE, SINGULAR = 0, 1, 2, 3, 4, 5, 6
 
 _MAX_LM_ITER = 100
+#: Parameter layout: background b0, b1, b2, then Γ, μ, then (A, c) per peak.
+I_GAMMA = 3
+I_MU = 4
+I_PEAKS = 5
 
 
 @njit(**PARALLEL)
@@ -38,12 +43,16 @@ def assign_pixels(image, mask, g, col_to_iy, row_to_iz, n_panels_z, table, clust
                   n_eta, out_bin, out_r, out_eta):
     """Per pixel: bin id ``cluster·n_eta + eta_bin`` (−1 if masked or outside every window), r (µm), η (rad).
 
+    ``r`` is the pixel's area-mean radius, ``r_centre + px²/(24·r_centre)``, the radius whose ring value the
+    pixel records (without it, radii near the centre read low by up to 1e-5 of R).
+
     ``cluster_lo/hi`` (µm) are sorted, non-overlapping windows. η bins span (−π, π] in ``n_eta`` equal
     parts, bin 0 starting at −π.
     """
     rows, cols = image.shape
     n_clusters = cluster_lo.shape[0]
     deta = 2.0 * math.pi / n_eta
+    px2_24 = g[3] * g[3] / 24.0
     for iz in prange(rows):
         for iy in range(cols):
             k = iz * cols + iy
@@ -64,6 +73,10 @@ def assign_pixels(image, mask, g, col_to_iy, row_to_iz, n_panels_z, table, clust
             cl = lo - 1
             if cl < 0 or r > cluster_hi[cl]:
                 continue
+            # a pixel averages the ring over its area: its mean radius exceeds the centre's by
+            # E[δ⊥²]/(2r) = px²/(24 r) (δ⊥ the tangential offset, variance px²/12 for a square pixel)
+            r += px2_24 / r if r > 0 else 0.0
+            out_r[k] = r
             eta = math.atan2(s, c)
             e = int((eta + math.pi) / deta)
             if e >= n_eta:
@@ -71,7 +84,6 @@ def assign_pixels(image, mask, g, col_to_iy, row_to_iz, n_panels_z, table, clust
             elif e < 0:
                 e = 0
             out_bin[k] = cl * n_eta + e
-            out_r[k] = r
             out_eta[k] = eta
 
 
@@ -94,39 +106,86 @@ def counting_sort(bin_ids, n_bins):
 
 
 @njit(**SERIAL)
-def _model_and_jacobian(x, p, n_peaks, f, jac):
-    """Model values ``f`` and Jacobian ``jac`` (n × len(p)) at abscissae ``x`` (px)."""
-    gamma = p[2]
-    mu = p[3]
+def _value(xi, p, n_peaks):
+    """Model value at ``xi`` (px)."""
+    inv_g2 = 1.0 / (p[I_GAMMA] * p[I_GAMMA])
+    mu = p[I_MU]
+    val = p[0] + p[1] * xi + p[2] * xi * xi
+    for j in range(n_peaks):
+        u = xi - p[I_PEAKS + 1 + 2 * j]
+        q = u * u * inv_g2
+        val += p[I_PEAKS + 2 * j] * (mu / (1.0 + 4.0 * q) + (1.0 - mu) * math.exp(-FOUR_LN2 * q))
+    return val
+
+
+@njit(**SERIAL)
+def _value_grad(xi, p, n_peaks, grad):
+    """Model value at ``xi`` (px) and its gradient ∂model/∂p in ``grad``."""
+    gamma = p[I_GAMMA]
+    mu = p[I_MU]
     inv_g2 = 1.0 / (gamma * gamma)
+    val = p[0] + p[1] * xi + p[2] * xi * xi
+    grad[0] = 1.0
+    grad[1] = xi
+    grad[2] = xi * xi
+    d_gamma = 0.0
+    d_mu = 0.0
+    for j in range(n_peaks):
+        amp = p[I_PEAKS + 2 * j]
+        u = xi - p[I_PEAKS + 1 + 2 * j]
+        q = u * u * inv_g2
+        lor = 1.0 / (1.0 + 4.0 * q)
+        gau = math.exp(-FOUR_LN2 * q)
+        val += amp * (mu * lor + (1.0 - mu) * gau)
+        # d/du of the shape (d/dc = −d/du); q ∝ Γ⁻², so dq/dΓ = −2q/Γ
+        dshape_du = -2.0 * u * inv_g2 * (4.0 * mu * lor * lor + FOUR_LN2 * (1.0 - mu) * gau)
+        grad[I_PEAKS + 2 * j] = mu * lor + (1.0 - mu) * gau
+        grad[I_PEAKS + 1 + 2 * j] = -amp * dshape_du
+        d_gamma += amp * (2.0 * q / gamma) * (4.0 * mu * lor * lor + FOUR_LN2 * (1.0 - mu) * gau)
+        d_mu += amp * (lor - gau)
+    grad[I_GAMMA] = d_gamma
+    grad[I_MU] = d_mu
+    return val
+
+
+@njit(**SERIAL)
+def _model(x, p, n_peaks, out):
+    """Model values at every ``x``."""
     for i in range(x.shape[0]):
-        xi = x[i]
-        val = p[0] + p[1] * xi
-        jac[i, 0] = 1.0
-        jac[i, 1] = xi
-        d_gamma = 0.0
-        d_mu = 0.0
-        for j in range(n_peaks):
-            amp = p[4 + 2 * j]
-            u = xi - p[5 + 2 * j]
-            q = u * u * inv_g2
-            lor = 1.0 / (1.0 + 4.0 * q)
-            gau = math.exp(-FOUR_LN2 * q)
-            shape = mu * lor + (1.0 - mu) * gau
-            val += amp * shape
-            # d/du of the shape; d/dc = −d/du
-            dlor_du = -8.0 * u * inv_g2 * lor * lor
-            dgau_du = -2.0 * FOUR_LN2 * u * inv_g2 * gau
-            dshape_du = mu * dlor_du + (1.0 - mu) * dgau_du
-            jac[i, 4 + 2 * j] = shape
-            jac[i, 5 + 2 * j] = -amp * dshape_du
-            # d/dΓ: q ∝ Γ⁻², so dq/dΓ = −2q/Γ
-            dq = -2.0 * q / gamma
-            d_gamma += amp * (mu * (-4.0 * lor * lor) * dq + (1.0 - mu) * (-FOUR_LN2 * gau) * dq)
-            d_mu += amp * (lor - gau)
-        jac[i, 2] = d_gamma
-        jac[i, 3] = d_mu
-        f[i] = val
+        out[i] = _value(x[i], p, n_peaks)
+
+
+@njit(**SERIAL)
+def _weighted_cost(x, y, sqrt_w, p, n_peaks):
+    cost = 0.0
+    for i in range(x.shape[0]):
+        r = sqrt_w[i] * (y[i] - _value(x[i], p, n_peaks))
+        cost += r * r
+    return cost
+
+
+@njit(**SERIAL)
+def _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad):
+    """Accumulate JᵀJ and Jᵀr of the weighted residuals (no n × p Jacobian is stored); returns the cost."""
+    n_par = p.shape[0]
+    jtj[:, :] = 0.0
+    jtr[:] = 0.0
+    cost = 0.0
+    for i in range(x.shape[0]):
+        w = sqrt_w[i]
+        r = w * (y[i] - _value_grad(x[i], p, n_peaks, grad))
+        cost += r * r
+        for a in range(n_par):
+            grad[a] *= w
+        for a in range(n_par):
+            ga = grad[a]
+            jtr[a] += ga * r
+            for b in range(a + 1):
+                jtj[a, b] += ga * grad[b]
+    for a in range(n_par):
+        for b in range(a):
+            jtj[b, a] = jtj[a, b]
+    return cost
 
 
 @njit(**SERIAL)
@@ -139,16 +198,7 @@ def _project(p, lower, upper):
 
 
 @njit(**SERIAL)
-def _weighted_model(x, p, n_peaks, sqrt_w, f, jac):
-    _model_and_jacobian(x, p, n_peaks, f, jac)
-    for i in range(x.shape[0]):
-        f[i] *= sqrt_w[i]
-        for k in range(p.shape[0]):
-            jac[i, k] *= sqrt_w[i]
-
-
-@njit(**SERIAL)
-def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
+def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter=_MAX_LM_ITER):
     """Bounded Levenberg–Marquardt fit of the multi-peak model; ``p`` is updated in place.
 
     Minimises ``Σ w_i (y_i − f_i)²`` with ``sqrt_w = √w``. Returns ``(converged, chi2, covariance)`` with the
@@ -156,21 +206,18 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
     """
     n = x.shape[0]
     n_par = p.shape[0]
-    f = np.empty(n)
-    jac = np.empty((n, n_par))
-    yw = y * sqrt_w
-    _weighted_model(x, p, n_peaks, sqrt_w, f, jac)
-    resid = yw - f
-    cost = np.dot(resid, resid)
+    jtj = np.empty((n_par, n_par))
+    jtr = np.empty(n_par)
+    grad = np.empty(n_par)
+    trial = np.empty(n_par)
+    a = np.empty((n_par, n_par))
+    cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad)
     lam = 1e-3
     converged = False
-    trial = np.empty(n_par)
-    for _ in range(_MAX_LM_ITER):
-        jtj = jac.T @ jac
-        jtr = jac.T @ resid
+    for _ in range(max_iter):
         improved = False
         for _inner in range(12):
-            a = jtj.copy()
+            a[:, :] = jtj
             for k in range(n_par):
                 a[k, k] += lam * (jtj[k, k] + 1e-12)
             try:
@@ -181,11 +228,7 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
             for k in range(n_par):
                 trial[k] = p[k] + step[k]
             _project(trial, lower, upper)
-            f_trial = np.empty(n)
-            jac_trial = np.empty((n, n_par))
-            _weighted_model(x, trial, n_peaks, sqrt_w, f_trial, jac_trial)
-            r_trial = yw - f_trial
-            c_trial = np.dot(r_trial, r_trial)
+            c_trial = _weighted_cost(x, y, sqrt_w, trial, n_peaks)
             if c_trial <= cost:
                 rel = (cost - c_trial) / max(cost, 1e-300)
                 small_step = True
@@ -193,13 +236,10 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
                     if abs(trial[k] - p[k]) > 1e-9 * (abs(p[k]) + 1e-6):
                         small_step = False
                 p[:] = trial
-                f[:] = f_trial
-                jac[:, :] = jac_trial
-                resid = r_trial
-                cost = c_trial
+                cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad)
                 lam = max(lam / 3.0, 1e-12)
                 improved = True
-                if rel < 1e-10 or small_step:
+                if rel < 1e-9 or small_step:
                     converged = True
                 break
             lam *= 4.0
@@ -208,7 +248,6 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
             break
     dof = max(n - n_par, 1)
     sigma2 = cost / dof
-    jtj = jac.T @ jac
     cov = np.full((n_par, n_par), np.nan)
     try:
         cov = np.linalg.inv(jtj) * sigma2
@@ -217,10 +256,130 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w):
     return converged, cost, cov
 
 
+@njit(**SERIAL)
+def fit_window(x, y, eta, centres0, main, gamma0_px, half_window_px, weighted, out_row):
+    """Fit one ring's window: the main peak ``centres0[main]`` plus its neighbours as nuisance peaks.
+
+    ``x`` (px), ``y``, ``eta`` (rad) are the window's pixels; ``centres0`` the expected centres (px) of
+    every peak in the model. Results of the main peak go to ``out_row`` (columns of :func:`fit_all_bins`).
+    """
+    n = x.shape[0]
+    n_peaks = centres0.shape[0]
+    n_par = I_PEAKS + 2 * n_peaks
+    out_row[8] = n
+    out_row[9] = TOO_FEW_PIXELS
+    if n < 4 + n_par:
+        return
+    p = np.empty(n_par)
+    lower = np.empty(n_par)
+    upper = np.empty(n_par)
+    # background start: median of the pixels farther than 1.5 Γ from every expected peak
+    far = np.ones(n, dtype=np.bool_)
+    for j in range(n_peaks):
+        for k in range(n):
+            if abs(x[k] - centres0[j]) < 1.5 * gamma0_px:
+                far[k] = False
+    bg0 = np.median(y[far]) if far.sum() >= 3 else np.min(y)
+    y_span = max(np.max(y) - bg0, 1e-12)
+    p[0] = bg0
+    p[1] = 0.0
+    p[2] = 0.0
+    p[I_GAMMA] = gamma0_px
+    p[I_MU] = 0.5
+    for k in range(3):
+        lower[k] = -np.inf
+        upper[k] = np.inf
+    lower[I_GAMMA] = 0.25
+    upper[I_GAMMA] = max(4.0 * gamma0_px, 2.0)
+    lower[I_MU] = 0.0
+    upper[I_MU] = 1.0
+    for j in range(n_peaks):
+        c0 = centres0[j]
+        # start at the brightest pixel within ±half a window of the expectation (main peak) or ±Γ
+        reach = 0.5 * half_window_px if j == main else gamma0_px
+        best = -np.inf
+        c_best = c0
+        for k in range(n):
+            if abs(x[k] - c0) <= reach and y[k] > best:
+                best = y[k]
+                c_best = x[k]
+        p[I_PEAKS + 2 * j] = max(best - bg0, 0.05 * y_span) if best > -np.inf else 0.05 * y_span
+        p[I_PEAKS + 1 + 2 * j] = c_best
+        lower[I_PEAKS + 2 * j] = 0.0
+        upper[I_PEAKS + 2 * j] = 10.0 * y_span + 1.0
+        bound = half_window_px if j == main else 0.5 * half_window_px
+        # never let a peak reach half-way to another expected peak: that would swap their labels
+        for jj in range(n_peaks):
+            if jj != j:
+                bound = min(bound, 0.5 * abs(centres0[jj] - c0))
+        lower[I_PEAKS + 1 + 2 * j] = c0 - bound
+        upper[I_PEAKS + 1 + 2 * j] = c0 + bound
+    # pass 1 unweighted; pass 2 with Poisson-like weights 1/max(model, floor) from pass 1, which makes
+    # the fit efficient and its covariance honest where the peak is much brighter than the background
+    sqrt_w = np.ones(n)
+    converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, 15 if weighted else _MAX_LM_ITER)
+    model = np.empty(n)
+    if weighted:
+        _model(x, p, n_peaks, model)
+        floor = max(0.05 * np.max(model), 1e-12)
+        for k in range(n):
+            sqrt_w[k] = 1.0 / math.sqrt(max(model[k], floor))
+        converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
+    # residual rms in counts (unweighted) for the SNR
+    _model(x, p, n_peaks, model)
+    ss = 0.0
+    for k in range(n):
+        ss += (y[k] - model[k]) ** 2
+    rms = math.sqrt(ss / max(n - n_par, 1))
+    amp = p[I_PEAKS + 2 * main]
+    c = p[I_PEAKS + 1 + 2 * main]
+    status = OK
+    if not converged:
+        status = NOT_CONVERGED
+    if c - lower[I_PEAKS + 1 + 2 * main] < 1e-6 or upper[I_PEAKS + 1 + 2 * main] - c < 1e-6 or p[I_GAMMA] >= upper[I_GAMMA] - 1e-9:
+        status = AT_BOUND
+    if c - 1.5 * p[I_GAMMA] < np.min(x) or c + 1.5 * p[I_GAMMA] > np.max(x):
+        status = EDGE
+    # peak-weighted mean η of the pixels under the main peak
+    sw = 0.0
+    sc = 0.0
+    s_s = 0.0
+    n_under = 0
+    inv_g2 = 1.0 / (p[I_GAMMA] * p[I_GAMMA])
+    for k in range(n):
+        u = x[k] - c
+        q = u * u * inv_g2
+        if q < 1.0:
+            w = p[I_MU] / (1.0 + 4.0 * q) + (1.0 - p[I_MU]) * math.exp(-FOUR_LN2 * q)
+            sw += w
+            sc += w * math.cos(eta[k])
+            s_s += w * math.sin(eta[k])
+            n_under += 1
+    if n_under < 3:
+        status = TOO_FEW_PIXELS
+    var_c = cov[I_PEAKS + 1 + 2 * main, I_PEAKS + 1 + 2 * main]
+    if not (var_c >= 0.0):
+        status = SINGULAR
+        var_c = np.nan
+    out_row[0] = c
+    out_row[1] = math.sqrt(var_c)
+    out_row[2] = amp
+    out_row[3] = p[I_GAMMA]
+    out_row[4] = p[I_MU]
+    out_row[5] = p[0] + p[1] * c + p[2] * c * c
+    out_row[6] = amp / rms if rms > 0 else np.inf
+    out_row[7] = math.atan2(s_s, sc) if sw > 0 else np.nan
+    out_row[9] = status
+
+
 @njit(**PARALLEL)
 def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, peak_start, peak_r,
-                 px_um, gamma0_px, half_window_px, min_pixels, out):
-    """Fit every (cluster, η-bin); results go to ``out[e, j, :]`` for peak j of the bin's cluster.
+                 px_um, gamma0_px, half_window_px, min_pixels, weighted, out):
+    """Fit every ring of every (cluster, η-bin); results go to ``out[e, j, :]`` for ring j.
+
+    Each ring is fitted in its own window ``±half_window_px`` around its expected radius, widened to
+    contain the core of every neighbour within ``half_window + 3 Γ``; those neighbours are fitted as
+    nuisance peaks, so neither a neighbour's tail nor a large cluster's many parameters disturb it.
 
     ``out`` columns: 0 r_fit (µm), 1 σ_r (µm), 2 amplitude, 3 FWHM (px), 4 μ, 5 background at peak,
     6 SNR (amplitude / residual rms), 7 η mean (rad, weighted by the fitted peak), 8 n pixels, 9 status.
@@ -231,120 +390,60 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
         e = b - cl * n_eta
         j0 = peak_start[cl]
         n_peaks = peak_start[cl + 1] - j0
-        for j in range(n_peaks):
-            out[e, j0 + j, 9] = TOO_FEW_PIXELS
-            out[e, j0 + j, 8] = 0.0
         start = offsets[b]
-        stop = offsets[b + 1]
-        n = stop - start
-        if n < max(min_pixels, 4 + 2 * n_peaks + 4):
-            continue
-        x = np.empty(n)
-        y = np.empty(n)
-        eta = np.empty(n)
+        n = offsets[b + 1] - start
         centre = cluster_center[cl]
+        x_all = np.empty(n)
         for k in range(n):
-            idx = order[start + k]
-            x[k] = (r_all[idx] - centre) / px_um
-            y[k] = i_all[idx]
-            eta[k] = eta_all[idx]
-        n_par = 4 + 2 * n_peaks
-        p = np.empty(n_par)
-        lower = np.empty(n_par)
-        upper = np.empty(n_par)
-        x_lo = x.min()
-        x_hi = x.max()
-        # background start: median of the pixels farther than 1.5 Γ from every expected peak
-        far = np.ones(n, dtype=np.bool_)
+            x_all[k] = (r_all[order[start + k]] - centre) / px_um
         for j in range(n_peaks):
-            c0 = (peak_r[j0 + j] - centre) / px_um
+            row = out[e, j0 + j]
+            row[8] = 0.0
+            row[9] = TOO_FEW_PIXELS
+            c_main = (peak_r[j0 + j] - centre) / px_um
+            # the window is ±half_window around this ring, widened to hold the whole core (±2 Γ) of any
+            # neighbour whose flank reaches into it: a neighbour is either fitted with its core or absent
+            lo = c_main - half_window_px
+            hi = c_main + half_window_px
+            for jj in range(n_peaks):
+                cj = (peak_r[j0 + jj] - centre) / px_um
+                if abs(cj - c_main) <= half_window_px + 3.0 * gamma0_px:
+                    lo = min(lo, cj - 2.0 * gamma0_px)
+                    hi = max(hi, cj + 2.0 * gamma0_px)
+            m = 0
             for k in range(n):
-                if abs(x[k] - c0) < 1.5 * gamma0_px:
-                    far[k] = False
-        if far.sum() >= 3:
-            bg0 = np.median(y[far])
-        else:
-            bg0 = np.min(y)
-        y_span = max(np.max(y) - bg0, 1e-12)
-        p[0] = bg0
-        p[1] = 0.0
-        p[2] = gamma0_px
-        p[3] = 0.5
-        lower[0] = -np.inf
-        upper[0] = np.inf
-        lower[1] = -np.inf
-        upper[1] = np.inf
-        lower[2] = 0.25
-        upper[2] = max(4.0 * gamma0_px, 2.0)
-        lower[3] = 0.0
-        upper[3] = 1.0
-        for j in range(n_peaks):
-            c0 = (peak_r[j0 + j] - centre) / px_um
-            # start at the brightest pixel within ±half a window of the expectation
-            best = -np.inf
-            c_best = c0
+                if lo <= x_all[k] <= hi:
+                    m += 1
+            if m < min_pixels:
+                row[8] = m
+                continue
+            x = np.empty(m)
+            y = np.empty(m)
+            eta = np.empty(m)
+            m = 0
             for k in range(n):
-                if abs(x[k] - c0) <= 0.5 * half_window_px and y[k] > best:
-                    best = y[k]
-                    c_best = x[k]
-            p[4 + 2 * j] = max(best - bg0, 0.05 * y_span)
-            p[5 + 2 * j] = c_best
-            lower[4 + 2 * j] = 0.0
-            upper[4 + 2 * j] = 10.0 * y_span + 1.0
-            lower[5 + 2 * j] = c0 - half_window_px
-            upper[5 + 2 * j] = c0 + half_window_px
-        # pass 1 unweighted; pass 2 with Poisson-like weights 1/max(model, floor) from pass 1, which makes
-        # the fit efficient and its covariance honest where the peak is much brighter than the background
-        sqrt_w = np.ones(n)
-        converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
-        rms = math.sqrt(cost / max(n - n_par, 1))
-        model = np.empty(n)
-        scratch = np.empty((n, n_par))
-        _model_and_jacobian(x, p, n_peaks, model, scratch)
-        floor = max(0.05 * np.max(model), 1e-12)
-        for k in range(n):
-            sqrt_w[k] = 1.0 / math.sqrt(max(model[k], floor))
-        converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
-        for j in range(n_peaks):
-            jj = j0 + j
-            amp = p[4 + 2 * j]
-            c = p[5 + 2 * j]
-            status = OK
-            if not converged:
-                status = NOT_CONVERGED
-            if c - lower[5 + 2 * j] < 1e-6 or upper[5 + 2 * j] - c < 1e-6 or p[2] >= upper[2] - 1e-9:
-                status = AT_BOUND
-            if c - 1.5 * p[2] < x_lo or c + 1.5 * p[2] > x_hi:
-                status = EDGE
-            # weighted mean η of the pixels under this peak
-            sw = 0.0
-            sc = 0.0
-            ss = 0.0
-            n_under = 0
-            inv_g2 = 1.0 / (p[2] * p[2])
-            for k in range(n):
-                u = x[k] - c
-                q = u * u * inv_g2
-                if q < 1.0:
-                    w = p[3] / (1.0 + 4.0 * q) + (1.0 - p[3]) * math.exp(-FOUR_LN2 * q)
-                    sw += w
-                    sc += w * math.cos(eta[k])
-                    ss += w * math.sin(eta[k])
-                    n_under += 1
-            if n_under < 3:
-                status = TOO_FEW_PIXELS
-            var_c = cov[5 + 2 * j, 5 + 2 * j]
-            if not (var_c >= 0.0):
-                status = SINGULAR
-                var_c = np.nan
-            snr = amp / rms if rms > 0 else np.inf
-            out[e, jj, 0] = centre + c * px_um
-            out[e, jj, 1] = math.sqrt(var_c) * px_um
-            out[e, jj, 2] = amp
-            out[e, jj, 3] = p[2]
-            out[e, jj, 4] = p[3]
-            out[e, jj, 5] = p[0] + p[1] * c
-            out[e, jj, 6] = snr
-            out[e, jj, 7] = math.atan2(ss, sc) if sw > 0 else np.nan
-            out[e, jj, 8] = n
-            out[e, jj, 9] = status
+                if lo <= x_all[k] <= hi:
+                    idx = order[start + k]
+                    x[m] = x_all[k] - c_main
+                    y[m] = i_all[idx]
+                    eta[m] = eta_all[idx]
+                    m += 1
+            n_near = 0
+            for jj in range(n_peaks):
+                cj = (peak_r[j0 + jj] - centre) / px_um
+                if lo - gamma0_px <= cj <= hi + gamma0_px:
+                    n_near += 1
+            centres0 = np.empty(n_near)
+            main = 0
+            n_near = 0
+            for jj in range(n_peaks):
+                cj = (peak_r[j0 + jj] - centre) / px_um
+                if lo - gamma0_px <= cj <= hi + gamma0_px:
+                    if jj == j:
+                        main = n_near
+                    centres0[n_near] = cj - c_main
+                    n_near += 1
+            fit_window(x, y, eta, centres0, main, gamma0_px, half_window_px, weighted, row)
+            if row[9] == OK or row[9] != TOO_FEW_PIXELS:
+                row[0] = peak_r[j0 + j] + row[0] * px_um
+                row[1] = row[1] * px_um

@@ -18,9 +18,10 @@ def pseudo_voigt(x, amp, centre, fwhm, mu):
 
 def fit(x, y, centres, fwhm0=2.0, half=6.0, weights=None):
     n_peaks = len(centres)
-    p = np.array([np.median(y), 0.0, fwhm0, 0.5] + [v for c in centres for v in (y.max(), c)])
-    lower = np.array([-np.inf, -np.inf, 0.25, 0.0] + [v for c in centres for v in (0.0, c - half)])
-    upper = np.array([np.inf, np.inf, 10.0, 1.0] + [v for c in centres for v in (1e9, c + half)])
+    # layout [b0, b1, b2, Γ, μ, (A, c) per peak]
+    p = np.array([np.median(y), 0.0, 0.0, fwhm0, 0.5] + [v for c in centres for v in (y.max(), c)])
+    lower = np.array([-np.inf, -np.inf, -np.inf, 0.25, 0.0] + [v for c in centres for v in (0.0, c - half)])
+    upper = np.array([np.inf, np.inf, np.inf, 10.0, 1.0] + [v for c in centres for v in (1e9, c + half)])
     sqrt_w = np.ones_like(x) if weights is None else np.sqrt(weights)
     converged, cost, cov = pk.fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
     return converged, p, cov
@@ -28,10 +29,10 @@ def fit(x, y, centres, fwhm0=2.0, half=6.0, weights=None):
 
 def test_noise_free_single_peak_is_exact():
     x = np.sort(np.random.default_rng(1).uniform(-8, 8, 400))
-    y = 150 + 3 * x + pseudo_voigt(x, 2000, 0.37, 2.5, 0.4)
+    y = 150 + 3 * x - 0.2 * x ** 2 + pseudo_voigt(x, 2000, 0.37, 2.5, 0.4)
     ok, p, _ = fit(x, y, [0.0])
     assert ok
-    np.testing.assert_allclose(p, [150, 3, 2.5, 0.4, 2000, 0.37], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(p, [150, 3, -0.2, 2.5, 0.4, 2000, 0.37], rtol=1e-8, atol=1e-8)
 
 
 def test_two_overlapping_peaks_resolved():
@@ -40,7 +41,7 @@ def test_two_overlapping_peaks_resolved():
     y = 80 + pseudo_voigt(x, 1000, 0.2, 2.5, 0.3) + pseudo_voigt(x, 600, 3.2, 2.5, 0.3)
     ok, p, _ = fit(x, y, [0.0, 3.0])
     assert ok
-    assert p[5] == pytest.approx(0.2, abs=1e-8) and p[7] == pytest.approx(3.2, abs=1e-8)
+    assert p[6] == pytest.approx(0.2, abs=1e-8) and p[8] == pytest.approx(3.2, abs=1e-8)
 
 
 def test_centre_error_matches_poisson_scatter():
@@ -53,8 +54,8 @@ def test_centre_error_matches_poisson_scatter():
     for _ in range(300):
         ok, p, cov = fit(x, rng.poisson(expect).astype(float), [0.0], weights=1.0 / expect)
         assert ok
-        centres.append(p[5])
-        sigmas.append(math.sqrt(cov[5, 5]))
+        centres.append(p[6])
+        sigmas.append(math.sqrt(cov[6, 6]))
     centres = np.asarray(centres)
     # unbiased: mean within 4 standard errors of the truth
     assert abs(centres.mean() - 0.1) < 4 * centres.std() / math.sqrt(centres.size)

@@ -165,8 +165,7 @@ def run(args) -> int:
         tuple(pf.get("BC")) if pf.has("BC") else None)
     diag_um = math.hypot(rows, cols) * px * 2
     rings = ring_table(space_group, lattice, wavelength, lsd_um=1.0, rho_d_um=None,
-                       d_min_angstrom=wavelength / (2 * math.sin(0.5 * math.atan(diag_um / (0.15 * (lsd_hint or 1e6))))),
-                       rings_to_exclude=pf.get("RingsToExclude") or ())
+                       d_min_angstrom=wavelength / (2 * math.sin(0.5 * math.atan(diag_um / (0.15 * (lsd_hint or 1e6))))))
     tol = Tolerances(lsd_um=pf.get("tolLsd"), bc_px=pf.get("tolBC"), tilts_deg=pf.get("tolTilts"),
                      p0=pf.get("tolP0"), p1=pf.get("tolP1"), p2=pf.get("tolP2"), p3_deg=pf.get("tolP3"),
                      p4=pf.get("tolP4") or pf.get("tolP"))
@@ -174,7 +173,8 @@ def run(args) -> int:
         eta_bin_deg=args.eta_bin_size, mult_factor=args.mult_factor, stopping_strain=args.stopping_strain,
         first_ring_nr=args.first_ring_nr, lsd_guess_um=lsd_hint, bc_guess_px=bc_hint, threshold=args.threshold,
         no_median=bool(args.no_median), max_iterations=args.max_iterations, optimizer=args.optimizer,
-        tolerances=tol, distortion_order=int(pf.get("DistortionOrder", 4)))
+        tolerances=tol, distortion_order=int(pf.get("DistortionOrder", 4)),
+        rings_to_exclude=tuple(pf.get("RingsToExclude") or ()))
     say(f"image {cols} × {rows} px, {int(mask.sum())} masked; {len(rings)} rings of space group {space_group}")
 
     def progress(event, info):
