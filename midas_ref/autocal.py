@@ -15,9 +15,9 @@
    fine), *and* its mean offset is significant (> 4 standard errors) — the legacy rule alone kept dropping
    good rings from a tight distribution (legacy/README.md). Rejected rings stay in the peak model, so
    their intensity never leaks into a neighbour's fit;
-5. stop when the geometry no longer moves any point by more than the larger of 1e-7 strain and a tenth
-   of the statistical uncertainty of the mean strain (real detectors have systematic residuals that make
-   the point set flicker between two nearly identical solutions), or at the iteration cap, with an
+5. stop when the geometry no longer moves the points (RMS strain change) by more than the larger of
+   1e-7 and half the statistical uncertainty of the mean strain — real detectors have systematic
+   residuals that make the point set flicker between nearly identical solutions — or at the iteration cap, with an
    explicit status. A converged run whose mean strain stays above ``StoppingStrain`` is reported with a
    warning (the geometry is still the best the model can do); runs that do not converge, end on a
    search bound or lose their rings FAIL and produce no refined parameters.
@@ -49,7 +49,7 @@ STAGES = (("lsd_um", "bc_y_px", "bc_z_px"),
           ("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg"),
           FREE_DEFAULT)
 
-#: A geometry update that moves no point by more than this strain counts as converged.
+#: A geometry update whose RMS strain change over the points is below this counts as converged.
 CONVERGED_STRAIN_CHANGE = 1e-7
 
 
@@ -79,7 +79,8 @@ class CalibrationSettings:
         Cap on extraction + fit iterations (the legacy loop had none).
     optimizer : {"least-squares", "nelder-mead"}
     half_window_px : float or None
-        Radial half-window per ring; None → ``max(6, 4·FWHM)`` px from the detected peak width.
+        Radial half-window per ring; None → ``max(5, 2.5·FWHM)`` px from the detected peak width (neighbours
+        reaching into it widen it, see profiles_kernels).
     tolerances : Tolerances
     distortion_order : {4, 6}
         6 adds p4 (ρ⁶) to the fit.
@@ -324,7 +325,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         geom, guess_info, fwhm = start, {"bc_source": "start geometry"}, math.nan
     if not math.isfinite(fwhm) or fwhm <= 0:
         fwhm = 3.0
-    half_window = settings.half_window_px or max(6.0, 4.0 * fwhm)
+    half_window = settings.half_window_px or max(5.0, 2.5 * fwhm)
     anchor = geom
     final_stage = list(STAGES[-1]) + (["p4"] if settings.distortion_order == 6 else [])
     stages = [STAGES[0], STAGES[1], tuple(final_stage) if settings.fit_distortion else STAGES[1]]
@@ -372,8 +373,10 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         s_new = point_strain(points.y_px, points.z_px, tan_tt, new, panels)
 
         def moved(other):
-            d = np.abs(s_new - point_strain(points.y_px, points.z_px, tan_tt, other, panels))
-            return float(np.max(d[np.isfinite(d)], initial=0.0))
+            """RMS over the points of the strain change between ``other`` and the new geometry."""
+            d = s_new - point_strain(points.y_px, points.z_px, tan_tt, other, panels)
+            d = d[np.isfinite(d)]
+            return float(np.sqrt(np.mean(d * d))) if d.size else 0.0
 
         change = moved(geom)
         # a short cycle (the point set flickering between nearly equal solutions) counts as settled
@@ -392,7 +395,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
                 stage += 1
                 in_stage = 0
             continue
-        tolerance = max(CONVERGED_STRAIN_CHANGE, 0.25 * float(inl.std()) / math.sqrt(max(inl.size, 1)))
+        tolerance = max(CONVERGED_STRAIN_CHANGE, 0.5 * float(inl.std()) / math.sqrt(max(inl.size, 1)))
         if min(change, cycle) >= tolerance:
             continue
         # converged in the final stage: ring rejection (MultFactor), then done when nothing new is rejected
