@@ -175,7 +175,8 @@ def run(args) -> int:
         no_median=bool(args.no_median), max_iterations=args.max_iterations, optimizer=args.optimizer,
         tolerances=tol, distortion_order=int(pf.get("DistortionOrder", 4)),
         rings_to_exclude=tuple(pf.get("RingsToExclude") or ()))
-    say(f"image {cols} × {rows} px, {int(mask.sum())} masked; {len(rings)} rings of space group {space_group}")
+    say(f"image {cols} × {rows} px, {int(mask.sum())} masked; calibrant space group {space_group}, "
+        f"a = {lattice[0]:g} Å, λ = {wavelength:g} Å")
 
     def progress(event, info):
         if event == "iteration":
