@@ -259,12 +259,13 @@ def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSe
                                                                  base.px_um)
     lsd0 = settings.lsd_guess_um or 1_000_000.0
     geom = replace(base, lsd_um=lsd0, bc_y_px=cy, bc_z_px=cz, rho_d_um=rho_d)
-    peaks_r, _, fwhm = _guess.ring_peaks(corrected, mask, geom)
+    peaks_r, prominence, fwhm = _guess.ring_peaks(corrected, mask, geom)
     details["n_profile_peaks"] = int(peaks_r.size)
     details["fwhm_px"] = fwhm
     tan_tth = np.tan(np.radians([ring.two_theta_deg for ring in rings]))
     lsd_range = (0.7, 1.43) if settings.lsd_guess_um else (0.05, 5.0)
-    match = _guess.match_lsd(peaks_r, tan_tth, lsd0, lsd_range=lsd_range, first_ring=settings.first_ring_nr)
+    match = _guess.match_lsd(peaks_r, tan_tth, lsd0, weights=prominence, lsd_range=lsd_range,
+                             first_ring=settings.first_ring_nr)
     if match is None:
         raise CalibrationError(f"no rings found: {peaks_r.size} peaks in the radial profile do not match the "
                                f"calibrant's ring table for a distance within {lsd_range[0]:g}–{lsd_range[1]:g} × "

@@ -150,18 +150,22 @@ def center_by_sharpness(binary, weights, start_yz, *, search_px: float = 40.0, m
     -----
     Σ h² over the histogram (bins of 2, 1, ½ px in three passes with grids of steps 4, 1, ¼ px) is
     largest when all pixels of a ring fall in one bin, i.e. at the ring centre. Tilted detectors have
-    elliptical rings; the optimum is then close to the ellipse centres, which is all the next steps need.
+    elliptical rings whose centres move away from the beam with 2θ; pixels are weighted by 1/r² so the
+    inner rings decide, which keeps the start within ~1 px of the beam — all the next steps need.
     """
     z, y = np.nonzero(binary)
     if y.size == 0:
         raise CalibrationError("no ring pixel above the threshold: cannot locate the beam centre")
-    w = np.asarray(weights, dtype=np.float64)[z, y]
+    cy, cz = map(float, start_yz)
+    # Inner rings are the least displaced by a detector tilt (an ellipse's centre moves ∝ tan²2θ) and
+    # outer rings hold more pixels: weighting by 1/r² (r from the start, +50 px against the singularity)
+    # lets the inner rings decide.
+    w = np.asarray(weights, dtype=np.float64)[z, y] / (np.hypot(y - cy, z - cz) + 50.0) ** 2
     if y.size > max_pixels:
         pick = np.random.default_rng(seed).choice(y.size, max_pixels, replace=False)
         y, z, w = y[pick], z[pick], w[pick]
     y = y.astype(np.float64)
     z = z.astype(np.float64)
-    cy, cz = map(float, start_yz)
     for half, step, bin_px in ((search_px, 4.0, 2.0), (5.0, 1.0, 1.0), (1.5, 0.25, 0.5)):
         offsets = np.arange(-half, half + 1e-9, step)
         best = (-1.0, cy, cz)
@@ -331,20 +335,25 @@ def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float =
             float(np.median(props["widths"])) * bin_px)
 
 
-def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(0.5, 2.0),
+def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, weights=None, lsd_range=(0.5, 2.0),
               rel_tol: float = 0.004, first_ring: int = 1, max_peaks: int = 12) -> tuple[float, int] | None:
-    """Distance that maps the most detected peaks onto rings of the table.
+    """Distance that maps the detected peaks onto rings of the table.
 
     For each of the innermost ``max_peaks`` detected peaks i and each ring j ≥ ``first_ring``, the
-    hypothesis ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess) is scored by the number of detected
-    peaks lying within ``rel_tol`` (relative) of some ring; ties go to the smaller relative rms. The winner
-    is refined by least squares over its matched pairs.
+    hypothesis ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess) is scored by the summed ``weights``
+    (peak prominences) of the detected peaks that lie within ``rel_tol`` of some ring, minus those that do
+    not: the strong peaks must all be explained, so a dense ring table (LaB6) cannot win by chance
+    coincidences of weak ones. Ties go to the smaller relative rms. The winner is refined by least squares
+    over its matched pairs.
 
     Returns
     -------
     (lsd_um, n_matched) or None when no hypothesis matches at least two peaks.
     """
-    r = np.sort(np.asarray(peak_r_um, dtype=np.float64))
+    order = np.argsort(np.asarray(peak_r_um, dtype=np.float64))
+    r = np.asarray(peak_r_um, dtype=np.float64)[order]
+    w = np.ones_like(r) if weights is None else np.asarray(weights, dtype=np.float64)[order]
+    w = w / w.sum() if w.sum() > 0 else np.ones_like(r) / max(r.size, 1)
     t = np.sort(np.asarray(ring_tan_two_theta, dtype=np.float64))[max(first_ring, 1) - 1:]
     if r.size < 2 or t.size < 2:
         return None
@@ -360,10 +369,7 @@ def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(
             rel = np.abs(r / pred[near] - 1)
             ok = rel < rel_tol
             n = int(ok.sum())
-            # penalise hypotheses that leave strong predicted rings inside the data range unexplained
-            inside = (pred > r.min() * 0.999) & (pred < r.max() * 1.001)
-            missing = int(inside.sum()) - len(set(near[ok].tolist()))
-            score = (n - 0.5 * max(missing, 0), -float(np.sqrt(np.mean(rel[ok] ** 2))) if n else -1.0)
+            score = (float(w[ok].sum() - w[~ok].sum()), -float(np.sqrt(np.mean(rel[ok] ** 2))) if n else -1.0)
             if n >= 2 and (best is None or score > best[0]):
                 best = (score, r[ok], t[near[ok]])
     if best is None:

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import CalibrationError, ImageReadError, MidasRefError
 
 __all__ = ["IM_TRANS_OPTIONS", "ImTransOptError", "apply_im_trans_opt", "build_mask", "check_mask",
-           "read_mask_file", "validate_im_trans_opt", "median_background", "auto_threshold",
+           "read_mask_file", "validate_im_trans_opt", "median_background", "noise_sigma", "auto_threshold",
            "threshold_image"]
 
 #: ImTransOpt codes (legacy ``ImTransOpt`` / ``-ImTransOpt``), applied in list order.
@@ -319,23 +319,39 @@ def _linear_upsample(small: np.ndarray, n: int, block: int, axis: int) -> np.nda
     return small[:, i0] * (1 - w)[None, :] + small[:, i1] * w[None, :]
 
 
+def noise_sigma(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Pixel noise σ from the second differences (Immerkær's Laplacian estimator, median form).
+
+    The 3×3 kernel [[1,−2,1],[−2,4,−2],[1,−2,1]] cancels smooth structure (background, the broad part of
+    rings) and has a variance gain of 36 on white noise, so σ ≈ 1.4826·median|L|/6. Unlike the spread of
+    the pixel values themselves it is not inflated by rings covering the image.
+    """
+    from scipy.ndimage import convolve
+
+    valid = np.isfinite(image) if mask is None else np.isfinite(image) & ~mask
+    filled = np.where(valid, image, np.median(image[valid]) if valid.any() else 0.0)
+    lap = convolve(filled, np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]), mode="nearest")
+    return 1.4826 * float(np.median(np.abs(lap[valid]))) / 6.0 if valid.any() else 0.0
+
+
 def auto_threshold(corrected: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Threshold separating ring pixels from noise in a background-subtracted image.
 
-    ``max(5·σ, 0.1·(p99 − median))`` over unmasked pixels, with σ = 1.4826·MAD. The legacy rule
-    ``100·(1 + floor(std/100))`` assumed counts in the thousands (a dim image gets a threshold above every
-    ring, a float image in [0, 1] always 100); this one scales with the data. The second term keeps
-    noise-free images (σ ≈ 0) from thresholding their ring tails and background ripple; it uses the 99th
-    percentile (ring pixels are a few per cent of a calibrant image) rather than the maximum, so a few hot
-    pixels or single-crystal spots cannot lift it above the rings.
+    ``max(5·σ, 0.02·(p99 − median))`` over unmasked pixels, with σ from :func:`noise_sigma`. The legacy
+    rule ``100·(1 + floor(std/100))`` assumed counts in the thousands (a dim image gets a threshold above
+    every ring, a float image in [0, 1] always 100) and its std grows with the rings themselves (a LaB6
+    image full of rings thresholds all but the brightest away); this one scales with the noise. The second
+    term keeps noise-free images (σ ≈ 0) from thresholding their ring tails and background ripple; it uses
+    the 99th percentile rather than the maximum, so a few hot pixels or single-crystal spots cannot lift it
+    above the rings.
     """
-    values = corrected[np.isfinite(corrected) & (True if mask is None else ~mask)]
+    valid = np.isfinite(corrected) & (True if mask is None else ~mask)
+    values = corrected[valid]
     if values.size == 0:
         raise CalibrationError("every pixel is masked or non-finite: cannot threshold")
     med = float(np.median(values))
-    sigma = 1.4826 * float(np.median(np.abs(values - med)))
     top = float(np.percentile(values, 99.0))
-    return max(5.0 * sigma, 0.1 * (top - med))
+    return max(5.0 * noise_sigma(corrected, mask), 0.02 * (top - med))
 
 
 def threshold_image(corrected: np.ndarray, mask: np.ndarray | None = None, threshold: float = 0.0):
