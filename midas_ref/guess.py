@@ -341,9 +341,10 @@ def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, weights=Non
 
     For each of the innermost ``max_peaks`` detected peaks i and each ring j ≥ ``first_ring``, the
     hypothesis ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess) is scored by the summed ``weights``
-    (peak prominences) of the detected peaks that lie within ``rel_tol`` of some ring, minus those that do
-    not: the strong peaks must all be explained, so a dense ring table (LaB6) cannot win by chance
-    coincidences of weak ones. Ties go to the smaller relative rms. The winner is refined by least squares
+    (peak prominences, normalised) of the detected peaks that lie within ``rel_tol`` of some ring, minus
+    those that do not, minus the fraction of predicted rings inside the detected range that no peak
+    explains: the strong peaks must all be explained, and a dense comb of predicted rings (a distance far
+    too short, or a LaB6 alias) cannot win by chance coincidences. Ties go to the smaller relative rms. The winner is refined by least squares
     over its matched pairs.
 
     Returns
@@ -369,7 +370,12 @@ def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, weights=Non
             rel = np.abs(r / pred[near] - 1)
             ok = rel < rel_tol
             n = int(ok.sum())
-            score = (float(w[ok].sum() - w[~ok].sum()), -float(np.sqrt(np.mean(rel[ok] ** 2))) if n else -1.0)
+            # predicted rings inside the detected range that no peak explains: a dense comb (a too-short
+            # distance) matches everything by coincidence but leaves most of its rings unseen
+            inside = (pred > r.min() * (1 - rel_tol)) & (pred < r.max() * (1 + rel_tol))
+            unseen = 1.0 - len(set(near[ok].tolist())) / max(int(inside.sum()), 1)
+            score = (float(w[ok].sum() - w[~ok].sum()) - unseen,
+                     -float(np.sqrt(np.mean(rel[ok] ** 2))) if n else -1.0)
             if n >= 2 and (best is None or score > best[0]):
                 best = (score, r[ok], t[near[ok]])
     if best is None:
