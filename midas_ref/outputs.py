@@ -195,13 +195,7 @@ def save_plots_hdf(path, result: CalibrationResult, image: np.ndarray, *, input_
 
 def make_plots(out_dir, result: CalibrationResult, image: np.ndarray, *, stem: str = "calibration") -> list[Path]:
     """PNG figures (headless): rings over the image, strain vs 2θ per iteration, residual map."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
-
-    del plt  # figures are created directly so no GUI backend is ever touched
+    from matplotlib.figure import Figure  # figures are made directly: no pyplot, no GUI backend
     out_dir = Path(out_dir)
     g = result.geometry
     written = []

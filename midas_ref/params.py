@@ -12,7 +12,7 @@ import numbers
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import GeometryError, ParameterFileError

@@ -10,7 +10,6 @@ real ring, whatever errors the geometry still has.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 import numba

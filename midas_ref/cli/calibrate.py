@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageReadError, MidasRefError, ParameterFileError
+from ..errors import ImageReadError, ParameterFileError
 
 #: (legacy flag, kebab flag, argparse keyword arguments)
 FLAGS = (
@@ -109,7 +109,7 @@ def _opt(value):
 def run(args) -> int:
     from .. import autocal, outputs
     from ..io import infer_file_type, load_image
-    from ..params import Geometry, ParameterFile, parse_parameter_text, read_parameter_file, write_refined_params
+    from ..params import Geometry, parse_parameter_text, read_parameter_file, write_refined_params
     from ..refine import Tolerances
     from ..rings import ring_table
 
