@@ -9,9 +9,6 @@ Lsd within a fraction of a percent; these steps get there from far worse starts:
 * :func:`center_by_sharpness` — the centre about which the bright (ring) pixels' radii are most
   concentrated: a coarse-to-fine grid search of the histogram's inverse participation ratio, robust to
   any start within its search box (no correlation aliasing between neighbouring rings).
-* :func:`refine_center` — η-resolved radial profiles about the current centre; a centre error δ shifts the
-  profile of azimuth η by ``δ_y·sin η + δ_z·cos η`` (all rings alike), measured by cross-correlation with
-  the median profile and fitted; repeated until the correction is below 0.05 px. Works from ±30 px.
 * :func:`ring_peaks` + :func:`match_lsd` — peaks of the azimuthally averaged profile matched to the ring
   table by a hypothesis search over (detected peak, ring) pairs: the scale that explains the most peaks wins.
 """
@@ -19,7 +16,7 @@ Lsd within a fraction of a percent; these steps get there from far worse starts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +24,7 @@ from .errors import CalibrationError
 from .geometry import r_eta_maps
 from .params import Geometry
 
-__all__ = ["GuessResult", "beam_center_from_arcs", "center_by_sharpness", "refine_center", "azimuthal_profiles", "ring_peaks",
+__all__ = ["GuessResult", "beam_center_from_arcs", "center_by_sharpness", "azimuthal_profiles", "ring_peaks",
            "match_lsd"]
 
 
@@ -219,93 +216,6 @@ def _highpass(profile, width_bins):
 
     filled = np.where(np.isfinite(profile), profile, np.nanmedian(profile) if np.isfinite(profile).any() else 0)
     return filled - median_filter(filled, size=width_bins, mode="nearest")
-
-
-def _best_shift(a, b, max_shift, valid_a, valid_b):
-    """Shift s (bins, sub-bin) maximising the normalised overlap Σ a(r) b(r − s) over valid samples."""
-    shifts = np.arange(-max_shift, max_shift + 1)
-    scores = np.full(shifts.size, -np.inf)
-    n = a.size
-    for k, s in enumerate(shifts):
-        lo, hi = max(0, s), min(n, n + s)
-        if hi - lo < 10:
-            continue
-        aa, bb = a[lo:hi], b[lo - s:hi - s]
-        ok = valid_a[lo:hi] & valid_b[lo - s:hi - s]
-        if ok.sum() < 10:
-            continue
-        num = np.dot(aa[ok], bb[ok])
-        den = math.sqrt(np.dot(aa[ok], aa[ok]) * np.dot(bb[ok], bb[ok]))
-        scores[k] = num / den if den > 0 else -np.inf
-    k = int(np.argmax(scores))
-    if not np.isfinite(scores[k]):
-        return math.nan, -np.inf
-    frac = 0.0
-    if 0 < k < shifts.size - 1 and np.isfinite(scores[k - 1]) and np.isfinite(scores[k + 1]):
-        denom = scores[k - 1] - 2 * scores[k] + scores[k + 1]
-        if denom < 0:
-            frac = 0.5 * (scores[k - 1] - scores[k + 1]) / denom
-    return shifts[k] + frac, float(scores[k])
-
-
-def refine_center(image, mask, geometry: Geometry, *, max_shift_px: float = 40.0, n_eta: int = 36,
-                  max_iterations: int = 8, tol_px: float = 0.05, min_correlation: float = 0.3) -> GuessResult:
-    """Move the beam centre until every η sector shows the same radial profile.
-
-    Parameters
-    ----------
-    image, mask : ndarray
-        Image (background may be present) and mask (True = ignore), or None.
-    geometry : Geometry
-        Start; only ``bc_y_px``/``bc_z_px`` change.
-    max_shift_px : float
-        Largest profile shift searched, pixels (≥ the expected centre error).
-    n_eta : int
-        Number of η sectors.
-    max_iterations, tol_px : int, float
-        Stop when the correction is below ``tol_px`` or after ``max_iterations``.
-    min_correlation : float
-        Sectors whose best normalised correlation is lower are ignored.
-    """
-    bin_px = 0.5
-    history = []
-    geom = geometry
-    for _ in range(max_iterations):
-        r_px, eta_deg, prof = azimuthal_profiles(image, mask, geom, n_eta=n_eta, bin_px=bin_px)
-        width = int(40 / bin_px) | 1
-        hp = np.array([_highpass(p, width) for p in prof])
-        valid = np.isfinite(prof)
-        with np.errstate(all="ignore"):
-            ref = np.nanmedian(np.where(valid, hp, np.nan), axis=0)
-        ref_valid = np.isfinite(ref)
-        ref = np.where(ref_valid, ref, 0.0)
-        shifts, etas, weights = [], [], []
-        for b in range(n_eta):
-            if valid[b].sum() < 20:
-                continue
-            s, score = _best_shift(np.where(valid[b], hp[b], 0.0), ref, int(max_shift_px / bin_px), valid[b],
-                                   ref_valid)
-            if np.isfinite(s) and score >= min_correlation:
-                shifts.append(s * bin_px)
-                etas.append(math.radians(eta_deg[b]))
-                weights.append(score)
-        if len(shifts) < 4:
-            return GuessResult(False, geom, f"only {len(shifts)} η sectors show correlated rings", {"history": history})
-        s = np.asarray(shifts)
-        e = np.asarray(etas)
-        design = np.column_stack([np.ones_like(e), np.sin(e), np.cos(e)])
-        coef, *_ = np.linalg.lstsq(design * np.asarray(weights)[:, None], s * np.asarray(weights), rcond=None)
-        # robust pass: drop sectors far from the first fit
-        resid = s - design @ coef
-        keep = np.abs(resid) <= max(1.0, 3.0 * 1.4826 * np.median(np.abs(resid)))
-        if keep.sum() >= 4:
-            coef, *_ = np.linalg.lstsq(design[keep], s[keep], rcond=None)
-        dy, dz = float(coef[1]), float(coef[2])
-        geom = replace(geom, bc_y_px=geom.bc_y_px + dy, bc_z_px=geom.bc_z_px + dz)
-        history.append((dy, dz, len(shifts)))
-        if math.hypot(dy, dz) < tol_px:
-            return GuessResult(True, geom, "", {"history": history})
-    return GuessResult(True, geom, "stopped at the iteration cap", {"history": history})
 
 
 # ---- ring radii and Lsd -----------------------------------------------------------------------------------
