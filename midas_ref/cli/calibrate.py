@@ -11,6 +11,7 @@ import argparse
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,19 +107,53 @@ def _opt(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def run(args) -> int:
-    from .. import autocal, outputs
+@dataclass
+class Prepared:
+    """Everything ``midas-ref calibrate`` sets up before the calibration itself (see :func:`prepare`).
+
+    Attributes
+    ----------
+    data : Path
+        The input image file.
+    loaded : midas_ref.io.LoadedImage
+        Image (dark-subtracted, ImTransOpt applied), mask and notes.
+    base : Geometry
+        Detector description and start values from the parameter file.
+    rings : tuple of Ring
+        Calibrant rings out to the farthest corner at the largest distance tried.
+    settings : CalibrationSettings
+    wavelength, space_group, lattice, skip, bad, gap
+        Parameter-file values used for the outputs (Å, number, Å/deg, frames, sentinels).
+    seconds_load : float
+        Wall time of reading the image, s.
+    """
+
+    data: Path
+    loaded: object
+    base: object
+    rings: tuple
+    settings: object
+    wavelength: float
+    space_group: int
+    lattice: tuple
+    skip: int
+    bad: float | None
+    gap: float | None
+    seconds_load: float
+
+
+def prepare(args, say=lambda message: None) -> Prepared:
+    """Read the parameter file and the image of parsed ``calibrate`` arguments; build rings and settings.
+
+    The validation harness (``validation.runner``) calls this so that its cases run exactly the command's
+    set-up. Raises :class:`~midas_ref.errors.MidasRefError` subclasses for bad input.
+    """
+    from .. import autocal
     from ..io import infer_file_type, load_image
-    from ..params import Geometry, parse_parameter_text, read_parameter_file, write_refined_params
+    from ..params import Geometry, parse_parameter_text, read_parameter_file
     from ..refine import Tolerances
     from ..rings import ring_table
 
-    if args.nthreads:
-        import numba
-
-        numba.set_num_threads(max(1, min(args.nthreads, numba.config.NUMBA_NUM_THREADS)))
-    say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    t_start = time.perf_counter()
     data = Path(args.data_fn)
     if not data.exists():
         raise ImageReadError(f"{data}: no such file")
@@ -177,6 +212,25 @@ def run(args) -> int:
         rings_to_exclude=tuple(pf.get("RingsToExclude") or ()))
     say(f"image {cols} × {rows} px, {int(mask.sum())} masked; calibrant space group {space_group}, "
         f"a = {lattice[0]:g} Å, λ = {wavelength:g} Å")
+    return Prepared(data, loaded, base, tuple(rings), settings, wavelength, space_group, lattice, skip, bad, gap,
+                    t_load)
+
+
+def run(args) -> int:
+    from .. import autocal, outputs
+    from ..params import write_refined_params
+
+    if args.nthreads:
+        import numba
+
+        numba.set_num_threads(max(1, min(args.nthreads, numba.config.NUMBA_NUM_THREADS)))
+    say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t_start = time.perf_counter()
+    prep = prepare(args, say)
+    data, loaded, base, rings, settings = prep.data, prep.loaded, prep.base, prep.rings, prep.settings
+    image, mask = loaded.image, loaded.mask
+    wavelength, space_group, lattice = prep.wavelength, prep.space_group, prep.lattice
+    skip, bad, gap, t_load = prep.skip, prep.bad, prep.gap, prep.seconds_load
 
     def progress(event, info):
         if event == "iteration":
