@@ -19,7 +19,7 @@ from .io import write_text_atomic
 from .params import PanelLayout, PanelShift
 
 __all__ = ["Panels", "panel_bounds", "panel_index_map", "read_panel_shifts", "write_panel_shifts",
-           "shift_magnitude_map", "kernel_tables", "PANEL_TABLE_COLUMNS"]
+           "shift_magnitude_map", "kernel_tables", "point_panel_ids", "PANEL_TABLE_COLUMNS"]
 
 #: Column order of the per-panel table handed to the kernels.
 PANEL_TABLE_COLUMNS = ("center_y_px", "center_z_px", "dy_px", "dz_px", "cos_dtheta", "sin_dtheta",
@@ -194,3 +194,23 @@ def shift_magnitude_map(panels: Panels, shape: tuple[int, int]) -> np.ndarray:
     rot_dz = dy_rel * t[..., 5] + dz_rel * t[..., 4] - dz_rel
     magnitude = np.hypot(t[..., 2] + rot_dy, t[..., 3] + rot_dz)
     return np.where(ids >= 0, magnitude, -1.0).astype(np.float32)
+
+
+def point_panel_ids(y_px, z_px, panels: Panels | None) -> np.ndarray:
+    """Panel id of each point (the panel of its nearest pixel centre, as the geometry kernels use); −1 in gaps,
+    off the detector, or everywhere when ``panels`` is None."""
+    y = np.asarray(y_px, dtype=np.float64)
+    z = np.asarray(z_px, dtype=np.float64)
+    if panels is None:
+        return np.full(y.shape, -1, np.int64)
+    lay = panels.layout
+    col = np.floor(y + 0.5)
+    row = np.floor(z + 0.5)
+    n_cols = lay.n_panels_y * lay.size_y_px + sum(lay.gaps_y_px)
+    n_rows = lay.n_panels_z * lay.size_z_px + sum(lay.gaps_z_px)
+    iy_lut = _axis_lookup(n_cols, lay.n_panels_y, lay.size_y_px, lay.gaps_y_px)
+    iz_lut = _axis_lookup(n_rows, lay.n_panels_z, lay.size_z_px, lay.gaps_z_px)
+    ok = np.isfinite(col) & np.isfinite(row) & (col >= 0) & (row >= 0) & (col < n_cols) & (row < n_rows)
+    iy = np.where(ok, iy_lut[np.where(ok, col, 0).astype(np.int64)], -1)
+    iz = np.where(ok, iz_lut[np.where(ok, row, 0).astype(np.int64)], -1)
+    return np.where((iy >= 0) & (iz >= 0), iy * lay.n_panels_z + iz, -1)
