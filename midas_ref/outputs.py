@@ -21,7 +21,8 @@ from .io import atomic_output, atomic_path, write_text_atomic
 from .params import Geometry
 
 __all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "write_autocal_log", "save_plots_hdf",
-           "make_plots", "summary_text", "per_ring_table"]
+           "make_plots", "summary_text", "per_ring_table", "panel_report_text", "indices_per_panel",
+           "write_panel_corr_csv", "write_panel_outputs"]
 
 
 def geometry_block(geometry: Geometry, mean_strain: float, std_strain: float, *, two_spaces: bool = True) -> str:
@@ -255,3 +256,180 @@ def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+# ------------------------------------------------------------------------------------------ panel refinement
+
+def _mean_values_block(geometry: Geometry, abs_strain_inliers: np.ndarray) -> str:
+    """CalibrantPanelShiftsOMP's closing ``Mean Values`` block (spec legacy_engine.md §3.10): µε statistics,
+    median/quartiles as ``sorted[n/2]``, ``sorted[n/4]``, ``sorted[3n/4]``."""
+    g = geometry
+    s = np.sort(np.asarray(abs_strain_inliers, dtype=np.float64)) * 1e6
+    n = s.size
+    rows = [("Lsd", f"{g.lsd_um:0.12f}"), ("BC", f"{g.bc_y_px:0.12f} {g.bc_z_px:0.12f}"),
+            ("ty", f"{g.ty_deg:0.12f}"), ("tz", f"{g.tz_deg:0.12f}"), ("p0", f"{g.p0:0.12f}"), ("p1", f"{g.p1:0.12f}"),
+            ("p2", f"{g.p2:0.12f}"), ("p3", f"{g.p3_deg:0.12f}"), ("p4", f"{g.p4:0.12f}"), ("p5", f"{g.p5:0.12f}")]
+    text = "*******************Mean Values*******************\n"
+    text += "".join(f"{k:<10s} {v}\n" for k, v in rows)
+    text += "           *** microstrain ***\n"
+    if n:
+        stats = [("MeanStrain", s.mean()), ("StdStrain", s.std()), ("MedianStr", s[n // 2]), ("Q25", s[n // 4]),
+                 ("Q75", s[3 * n // 4]), ("MinStrain", s[0]), ("MaxStrain", s[-1])]
+        text += "".join(f"{k:<10s} {v:0.6f}\n" for k, v in stats)
+    text += f"{'NPoints':<10s} {n}\n"
+    return text
+
+
+def indices_per_panel(result) -> str:
+    """The "Indices per Panel" coverage map: points per panel laid out as on the detector (rows = Z)."""
+    from .panel_refine import panel_point_counts
+
+    lay = result.panels.layout
+    counts = panel_point_counts(result.points.y_px[~result.outlier], result.points.z_px[~result.outlier],
+                                result.panels)
+    lines = ["Indices per Panel (rows: panel Z index, columns: panel Y index; ids = iy·NPanelsZ + iz)"]
+    for iz in range(lay.n_panels_z):
+        lines.append(f"  Z{iz:<3d}" + "".join(f"{counts[iy * lay.n_panels_z + iz]:6d}" for iy in range(lay.n_panels_y)))
+    return "\n".join(lines) + "\n"
+
+
+def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> str:
+    """Console report of a panel refinement: geometry, per-ring and per-panel tables, coverage, Mean Values."""
+    from .panel_refine import panel_mean_strain, panel_point_counts
+
+    g = result.geometry
+    keep = ~result.outlier
+    out = _io.StringIO()
+    out.write(f"Panel refinement: best iteration {result.best_iteration} of {len(result.iterations)}"
+              + (f", {seconds:.1f} s" if math.isfinite(seconds) else "") + "\n")
+    se = result.std_errors
+    out.write(f"  Lsd   {g.lsd_um:.3f} ± {se.get('lsd_um', math.nan):.3f} µm\n")
+    out.write(f"  BC    {g.bc_y_px:.4f} {g.bc_z_px:.4f} ± {se.get('bc_y_px', math.nan):.4f} "
+              f"{se.get('bc_z_px', math.nan):.4f} px (Y, Z)\n")
+    out.write(f"  ty tz {g.ty_deg:.5f} {g.tz_deg:.5f} deg;  p0..p4 {g.p0:.3e} {g.p1:.3e} {g.p2:.3e} "
+              f"{g.p3_deg:.3f} {g.p4:.3e}\n")
+    # per ring: deviation of the mean radius from the ideal one
+    count, mean, mean_abs, sem = ring_statistics(result.points.ring[keep], result.strain[keep], len(result.rings))
+    out.write("\nRing deviations (inlier points)\n  RingNr  lambda  hkl           2theta(deg)  npts   mean strain(µε)"
+              "  mean |strain|(µε)  dR(µm)\n")
+    for k, ring in enumerate(result.rings):
+        if count[k] == 0:
+            continue
+        ideal_r = g.lsd_um * math.tan(math.radians(ring.two_theta_deg))
+        label = "1" if k < result.n_main_rings else "2"
+        out.write(f"  {ring.ring_nr:6d}  {label:>6s}  {str(tuple(ring.hkl)):<12s}  {ring.two_theta_deg:11.5f}  "
+                  f"{int(count[k]):4d}   {mean[k] * 1e6:15.3f}  {mean_abs[k] * 1e6:17.3f}  {-mean[k] * ideal_r:7.3f}\n")
+    counts = panel_point_counts(result.points.y_px[keep], result.points.z_px[keep], result.panels)
+    strain = panel_mean_strain(result.points.y_px[keep], result.points.z_px[keep], np.abs(result.strain[keep]),
+                               result.panels)
+    fixed = settings.freedom.fix_panel_id if settings is not None else -1
+    out.write("\nPanels  (σ: standard error from the data; inf = not determined by the rings)\n"
+              "    ID  npts  mean|ε|(µε)        dY ± σ (px)          dZ ± σ (px)       dTheta ± σ (deg)"
+              "    dLsd (µm)      dP2\n")
+
+    def pm(label, value, fmt):
+        sigma = se.get(label)
+        return f"{value:{fmt}} ± {sigma:<7.4f}" if sigma is not None else f"{value:{fmt}}" + " " * 10
+
+    for s in result.panels.shifts:
+        tag = " fixed" if s.id == fixed else (" poorly constrained" if s.id in result.poorly_constrained else "")
+        out.write(f"  {s.id:4d}  {counts[s.id]:4d}  {strain[s.id] * 1e6:10.3f}   "
+                  f"{pm(f'panel {s.id} dy_px', s.dy_px, '9.4f')}  {pm(f'panel {s.id} dz_px', s.dz_px, '9.4f')}  "
+                  f"{pm(f'panel {s.id} dtheta_deg', s.dtheta_deg, '9.5f')}  {s.dlsd_um:9.3f}  {s.dp2:10.3e}{tag}\n")
+    out.write("\n" + indices_per_panel(result))
+    if result.poorly_constrained:
+        out.write(f"WARNING: panels {' '.join(map(str, result.poorly_constrained))} have shift errors above "
+                  "0.05 px: the rings on them cannot fix their position (too few points, or tolRotation > 0 —"
+                  " a panel turning about the beam axis only slides its arcs along themselves)\n")
+    out.write("*******************Copy to par*******************\n")
+    out.write(f"Lsd {g.lsd_um:0.12f}\nBC {g.bc_y_px:0.12f} {g.bc_z_px:0.12f}\nty {g.ty_deg:0.12f}\n"
+              f"tz {g.tz_deg:0.12f}\np0 {g.p0:0.12f}\np1 {g.p1:0.12f}\np2 {g.p2:0.12f}\np3 {g.p3_deg:0.12f}\n"
+              f"p4 {g.p4:0.12f}\n")
+    out.write(_mean_values_block(g, np.abs(result.strain[keep & np.isfinite(result.strain)])))
+    return out.getvalue()
+
+
+def write_panel_corr_csv(path, result, start: Geometry) -> None:
+    """CalibrantPanelShiftsOMP's 16-column corr.csv (spec legacy_engine.md §3.10) of the best iteration."""
+    from .panels import panel_bounds, point_panel_ids
+
+    pts = result.points
+    g = result.geometry
+    tth = result.two_theta_deg
+    ideal_tan = np.tan(np.radians(tth))
+    r_fit, eta_fit = pixel_to_r_eta(pts.y_px, pts.z_px, g, result.panels)
+    r_start, eta_start = pixel_to_r_eta(pts.y_px, pts.z_px, start, result.panels)
+    strain_fit = np.abs(1 - r_fit / (g.lsd_um * ideal_tan))
+    strain_start = np.abs(1 - r_start / (start.lsd_um * ideal_tan))
+    ids = point_panel_ids(pts.y_px, pts.z_px, result.panels)
+    table = {s.id: s for s in result.panels.shifts}
+    # position after the panel transform (the corrected detector position)
+    y_corr = np.empty_like(pts.y_px)
+    z_corr = np.empty_like(pts.z_px)
+    bounds = panel_bounds(result.panels.layout)
+    for i in range(len(pts)):
+        s = table[ids[i]]
+        y_min, y_max, z_min, z_max = bounds[ids[i]]
+        cy, cz = (y_min + y_max) / 2.0, (z_min + z_max) / 2.0
+        c, sn = math.cos(math.radians(s.dtheta_deg)), math.sin(math.radians(s.dtheta_deg))
+        dy, dz = pts.y_px[i] - cy, pts.z_px[i] - cz
+        y_corr[i] = cy + dy * c - dz * sn + s.dy_px
+        z_corr[i] = cz + dy * sn + dz * c + s.dz_px
+    ideal_r = g.lsd_um * ideal_tan
+    fit_tth = np.degrees(np.arctan(r_fit / g.lsd_um))
+    order = np.lexsort((eta_fit, pts.ring))
+    with atomic_output(path) as fh:
+        fh.write("%Eta Strain RadFit EtaCalc DiffCalc RadCalc Ideal2Theta Outlier YRawCorr ZRawCorr RingNr "
+                 "RadGlobal IdealR Fit2Theta IdealA FitA\n")
+        for i in order:
+            ring = result.rings[pts.ring[i]]
+            ideal_a = ring.d_angstrom * math.sqrt(sum(h * h for h in ring.hkl))
+            fit_a = ideal_a * math.sin(math.radians(tth[i] / 2)) / math.sin(math.radians(fit_tth[i] / 2))
+            fh.write(f"{eta_fit[i]:f} {strain_fit[i]:10.8f} {r_fit[i]:10.8f} {eta_start[i]:f} {strain_start[i]:10.8f} "
+                     f"{r_start[i]:10.8f} {tth[i]:f} {int(result.outlier[i])} {y_corr[i]:f} {z_corr[i]:f} "
+                     f"{ring.ring_nr} {r_fit[i]:10.8f} {ideal_r[i]:10.8f} {fit_tth[i]:f} {ideal_a:10.8f} {fit_a:10.8f}\n")
+
+
+def write_panel_outputs(out_dir, shifts_path, result, pf, *, stem: str, start: Geometry) -> list[Path]:
+    """Every file of ``midas-ref panels``, each atomically: PanelShiftsFile (+ .shifts.tif, .strain.tif),
+    ``refined_panel_params.txt`` (the input parameter file with the refined geometry; it re-runs as is),
+    ``<stem>_convergence_history.csv`` and ``<stem>.corr.csv``."""
+    from .io import write_tiff
+    from .panel_refine import panel_mean_strain
+    from .panels import panel_index_map, point_panel_ids, shift_magnitude_map, write_panel_shifts
+    from .params import params_from_geometry
+
+    out = Path(out_dir)
+    shifts_path = Path(shifts_path)
+    written = []
+    write_panel_shifts(shifts_path, result.panels)
+    written.append(shifts_path)
+    shape = result.geometry.shape
+    write_tiff(str(shifts_path) + ".shifts.tif", shift_magnitude_map(result.panels, shape).astype(np.float32))
+    written.append(Path(str(shifts_path) + ".shifts.tif"))
+    keep = ~result.outlier & np.isfinite(result.strain)
+    per_panel = panel_mean_strain(result.points.y_px[keep], result.points.z_px[keep], np.abs(result.strain[keep]),
+                                  result.panels) * 1e6
+    ids = panel_index_map(result.panels.layout, shape)
+    strain_map = np.where(ids >= 0, per_panel[np.maximum(ids, 0)], -1.0)
+    write_tiff(str(shifts_path) + ".strain.tif", np.nan_to_num(strain_map, nan=-1.0).astype(np.float32))
+    written.append(Path(str(shifts_path) + ".strain.tif"))
+    refined = params_from_geometry(result.geometry, pf).set("PanelShiftsFile", str(shifts_path.resolve()))
+    write_text_atomic(out / "refined_panel_params.txt", refined.to_text())
+    written.append(out / "refined_panel_params.txt")
+    with atomic_output(out / f"{stem}_convergence_history.csv") as fh:
+        fh.write("Iter,MeanStrain_ue,StdStrain_ue,Lsd,BC_Y,BC_Z,ty,tz,p0,p1,p2,p3,p4,p5\n")
+        for rec in result.iterations:
+            g = rec.geometry
+            fh.write(f"{rec.iteration},{rec.mean_strain * 1e6:.6f},{rec.std_strain * 1e6:.6f},{g.lsd_um:.6f},"
+                     f"{g.bc_y_px:.6f},{g.bc_z_px:.6f},{g.ty_deg:.8f},{g.tz_deg:.8f},{g.p0:.10g},{g.p1:.10g},"
+                     f"{g.p2:.10g},{g.p3_deg:.8f},{g.p4:.10g},{g.p5:.10g}\n")
+    written.append(out / f"{stem}_convergence_history.csv")
+    in_panel = point_panel_ids(result.points.y_px, result.points.z_px, result.panels) >= 0
+    from dataclasses import replace as _replace
+
+    sub = _replace(result, points=result.points.select(in_panel), strain=result.strain[in_panel],
+                   outlier=result.outlier[in_panel], two_theta_deg=result.two_theta_deg[in_panel])
+    write_panel_corr_csv(out / f"{stem}.corr.csv", sub, start)
+    written.append(out / f"{stem}.corr.csv")
+    return written

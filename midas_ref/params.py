@@ -306,6 +306,8 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("FitOrWeightedMean", int, 1, 0, "1 = peak position by intensity-weighted mean instead of a fit"),
     _k("nIterations", int, 1, 1, "Refinement iterations (best result kept)"),
     _k("DoubletSeparation", float, 1, 0.0, "Rings closer than this are fitted jointly, pixels; 0 = off"),
+    _k("DoubletWavelength", float, 1, 0.0, "Second wavelength in the beam (e.g. Kα2), Å: its rings are modelled "
+       "and fitted too (midas-ref extension); 0 = none"),
     _k("NormalizeRingWeights", int, 1, 0, "1 = each ring weighs the same in the objective"),
     _k("WeightByRadius", int, 1, 0, "1 = weight points by R/Rmax"),
     _k("OutlierIterations", int, 1, 1, "Sigma-clipping passes"),

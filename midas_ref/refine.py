@@ -146,7 +146,7 @@ _STEP = {"lsd_um": 1e-2, "bc_y_px": 1e-5, "bc_z_px": 1e-5, "tx_deg": 1e-6, "ty_d
          "dy_px": 1e-5, "dz_px": 1e-5, "dtheta_deg": 1e-6, "dlsd_um": 1e-2, "dp2": 1e-8}
 
 #: Strain scale of the weak prior on panel corrections (see ``_Model``).
-PANEL_PRIOR_STRAIN = 1e-4
+PANEL_PRIOR_STRAIN = 1e-6
 
 #: Column of each correction kind in the kernel panel table (``panels.PANEL_TABLE_COLUMNS``).
 _TABLE_COLUMN = {"dy_px": 2, "dz_px": 3, "dlsd_um": 6, "dp2": 7}
@@ -208,8 +208,8 @@ class _Model:
         # whose points cannot fix some combination of its corrections stays at the anchor instead of wandering
         # to a bound. Powder rings cannot see a panel turning about the beam axis at all (its arcs slide along
         # themselves; only tilt ellipticity and distortion break the symmetry), so with tolRotation > 0 every
-        # movable panel has such a near-null mode. Against the data it weighs (PANEL_PRIOR_STRAIN·R_px/σ_x)²/n,
-        # ~1e-4 of a 40-point panel's information at R = 700 px: no measurable pull on determined panels.
+        # movable panel has such a near-null mode. A full-tolerance move costs as much as one point off by
+        # PANEL_PRIOR_STRAIN (1 µε), far below what a panel's points carry: determined corrections feel no pull.
         self.prior_scale = None
         if self.kinds and self.refined.size:
             scale = PANEL_PRIOR_STRAIN * float(np.sqrt(np.mean(sqrt_w ** 2)))
@@ -425,6 +425,9 @@ def _std_errors(model: _Model, x) -> dict:
     norm[norm == 0] = 1.0
     lam, vec = np.linalg.eigh((jac / norm).T @ (jac / norm))
     null = lam <= max(lam.max(), 0.0) * 1e-12
-    with np.errstate(divide="ignore"):
-        var = (vec ** 2 / np.where(null, 0.0, lam)).sum(axis=1) * s2 / norm ** 2
+    weights = np.zeros_like(lam)
+    np.divide(1.0, lam, out=weights, where=~null)
+    var = (vec ** 2 @ weights) * s2 / norm ** 2
+    # a parameter with any share in an undetermined direction has no finite error
+    var[(vec[:, null] ** 2).sum(axis=1) > 1e-12] = np.inf
     return {label: float(math.sqrt(var[k])) for k, label in enumerate(model.labels)}

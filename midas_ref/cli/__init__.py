@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import MidasRefError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("simulate", "calibrate", "rings", "export")
+SUBCOMMANDS = ("simulate", "calibrate", "panels", "rings", "export", "validate")
 
 
 def build_parser() -> argparse.ArgumentParser:
