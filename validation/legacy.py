@@ -1,0 +1,192 @@
+"""Legacy golden cases (``../shared/legacy/<case>/``): ours vs the legacy programs vs the truth.
+
+For each case folder (``truth.json`` + ``params_calibrant.txt`` + the image), ours runs on the same image
+with the same parameter file (``<case dir>`` replaced by the folder), i.e. from the same start geometry
+the legacy programs were given. The legacy programs' results are parsed from their stored outputs:
+
+=================================  =====================================================================
+program (source name)              files
+=================================  =====================================================================
+``CalibrantOMP@00074b47``          ``out_CalibrantOMP.txt`` (Mean Values block), ``time_CalibrantOMP.txt``
+``CalibrantOMP@HEAD``              ``out_CalibrantOMP_head.txt``, ``time_CalibrantOMP_head.txt``
+``CalibrantPanelShiftsOMP``        ``out_CPS.txt`` (strain in µε), ``time_CPS.txt``, ``panelshifts.txt``
+``AutoCalibrate@00074b47``         ``loop_CalibrantOMP_orchestrated.jsonl`` (last call; wall = sum of calls)
+=================================  =====================================================================
+
+Panel refinement of ours (``midas_ref.panel_refine``) is separate work; :func:`panel_refinement_module`
+is the hook: when that module exists, panel cases record it as available (wire its call in
+:func:`_our_panels`), until then ours calibrates the monolithic geometry with the gaps masked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from midas_ref.params import Geometry, read_parameter_file
+
+from .runner import calibrate_file, geometry_errors, geometry_values, record_calibration
+from .shared import elapsed_seconds, max_rss_kib, mean_values_block
+
+__all__ = ["LEGACY_CASES", "legacy_case_names", "legacy_truth", "legacy_programs", "run_legacy_case",
+           "panel_refinement_module", "read_shift_table"]
+
+#: The golden cases shipped in ``../shared/legacy/`` (used when the folder cannot be listed).
+LEGACY_CASES = ("ceo2_2048_tilt_dist", "ceo2_1024_ge_dark", "ceo2_1024_panels16")
+
+#: Source name → (stdout file, /usr/bin/time -v file).
+_PROGRAM_FILES = {"CalibrantOMP@00074b47": ("out_CalibrantOMP.txt", "time_CalibrantOMP.txt"),
+                  "CalibrantOMP@HEAD": ("out_CalibrantOMP_head.txt", "time_CalibrantOMP_head.txt"),
+                  "CalibrantPanelShiftsOMP": ("out_CPS.txt", "time_CPS.txt")}
+LOOP_SOURCE = "AutoCalibrate@00074b47"
+
+
+def legacy_case_names(shared_dir: str | Path | None) -> list[str]:
+    """Every folder of ``<shared>/legacy`` holding a ``truth.json`` (sorted), or :data:`LEGACY_CASES`."""
+    if shared_dir is None or not (Path(shared_dir) / "legacy").is_dir():
+        return list(LEGACY_CASES)
+    return sorted(p.parent.name for p in (Path(shared_dir) / "legacy").glob("*/truth.json"))
+
+
+def legacy_truth(folder: Path) -> Geometry:
+    """The true geometry of a golden case from its ``truth.json``."""
+    t = json.loads((folder / "truth.json").read_text())
+    return Geometry(lsd_um=t["lsd"], bc_y_px=t["bc"][0], bc_z_px=t["bc"][1], px_um=t["px"], n_pixels_y=t["size"],
+                    n_pixels_z=t["size"], tx_deg=t["tx"], ty_deg=t["ty"], tz_deg=t["tz"], p0=t["p0"], p1=t["p1"],
+                    p2=t["p2"], p3_deg=t["p3"], rho_d_um=t["rhod"])
+
+
+def read_shift_table(path: Path) -> dict[int, tuple[float, float]]:
+    """Panel id → (dY, dZ) px of a ``panelshifts.txt``-style table (``# ID dY dZ …`` header)."""
+    shifts = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if parts and not line.lstrip().startswith("#"):
+            shifts[int(parts[0])] = (float(parts[1]), float(parts[2]))
+    return shifts
+
+
+def _geometry_from(values: dict, truth: Geometry) -> Geometry:
+    def one(key):
+        v = values[key]
+        return float(v[0] if isinstance(v, (list, tuple)) else v)
+
+    bc = values["BC"]
+    bc = [float(x) for x in (bc.split() if isinstance(bc, str) else bc)]
+    return Geometry(lsd_um=one("Lsd"), bc_y_px=bc[0], bc_z_px=bc[1], px_um=truth.px_um, n_pixels_y=truth.n_pixels_y,
+                    n_pixels_z=truth.n_pixels_z, tx_deg=truth.tx_deg, ty_deg=one("ty"), tz_deg=one("tz"),
+                    p0=one("p0"), p1=one("p1"), p2=one("p2"), p3_deg=one("p3"),
+                    p4=one("p4") if "p4" in values else 0.0, rho_d_um=truth.rho_d_um)
+
+
+def legacy_programs(folder: Path, truth: Geometry) -> dict[str, dict]:
+    """Source name → metrics (fitted values, errors vs truth, mean strain, wall time, peak memory)."""
+    programs = {}
+    for source, (out_name, time_name) in _PROGRAM_FILES.items():
+        out = folder / out_name
+        if not out.is_file():
+            continue
+        text = out.read_text(errors="replace")
+        values = mean_values_block(text)
+        if "Lsd" not in values:
+            continue
+        g = _geometry_from(values, truth)
+        m = geometry_values(g)
+        m.update(geometry_errors(g, truth))
+        strain = values.get("MeanStrain", [math.nan])[0]
+        m["mean_strain"] = strain * 1e-6 if "microstrain" in text else strain
+        std = values.get("StdStrain", [math.nan])[0]
+        m["std_strain"] = std * 1e-6 if "microstrain" in text else std
+        timing = folder / time_name
+        total = [line for line in text.splitlines() if line.startswith("Total time elapsed:")]
+        if total:  # the program's own clock; /usr/bin/time below wins when present
+            m["time_total_s"] = float(total[-1].split(":")[1].split()[0])
+        if timing.is_file():
+            tv = timing.read_text()
+            m["time_total_s"] = elapsed_seconds(tv) or math.nan
+            rss = max_rss_kib(tv)
+            m["peak_rss_mib"] = rss / 1024 if rss else math.nan
+        if source == "CalibrantPanelShiftsOMP" and (folder / "panelshifts.txt").is_file() and \
+                (folder / "panelshifts_truth.txt").is_file():
+            m.update(panel_shift_errors(read_shift_table(folder / "panelshifts.txt"),
+                                        read_shift_table(folder / "panelshifts_truth.txt")))
+        programs[source] = {k: float(v) for k, v in m.items()}
+    loop = folder / "loop_CalibrantOMP_orchestrated.jsonl"
+    if loop.is_file():
+        calls = [json.loads(line) for line in loop.read_text().splitlines() if line.strip()]
+        if calls:
+            g = _geometry_from(calls[-1], truth)
+            m = geometry_values(g)
+            m.update(geometry_errors(g, truth))
+            m["mean_strain"] = float(calls[-1]["MeanStrain"])
+            m["time_total_s"] = float(sum(c["wall"] for c in calls))
+            m["iterations"] = float(len(calls))
+            programs[LOOP_SOURCE] = m
+    return programs
+
+
+def panel_shift_errors(fitted: dict, truth: dict) -> dict:
+    """RMS and max of |(dY, dZ) fitted − truth| over the panels both tables hold, px."""
+    ids = sorted(set(fitted) & set(truth))
+    d = np.array([np.hypot(fitted[i][0] - truth[i][0], fitted[i][1] - truth[i][1]) for i in ids])
+    return {"err_panel_shift_rms_px": float(np.sqrt(np.mean(d ** 2))), "err_panel_shift_max_px": float(d.max())}
+
+
+def panel_refinement_module():
+    """``midas_ref.panel_refine`` when it is installed, else None (the hook for panel cases and benchmarks)."""
+    if importlib.util.find_spec("midas_ref.panel_refine") is None:
+        return None
+    return importlib.import_module("midas_ref.panel_refine")
+
+
+def _our_panels(record: dict, params: Path) -> None:
+    """Panel shifts of ours: recorded as pending until ``midas_ref.panel_refine`` is wired here."""
+    pf = read_parameter_file(params)
+    if not pf.has("NPanelsY"):
+        return
+    module = panel_refinement_module()
+    record["info"]["panels"] = ("midas_ref.panel_refine not available: monolithic geometry with the gaps masked"
+                                if module is None else
+                                "midas_ref.panel_refine is installed; its call is not wired into "
+                                "validation.legacy._our_panels yet: monolithic geometry with the gaps masked")
+
+
+def run_legacy_case(case, shared_dir, workdir: Path, record: dict) -> None:
+    """Run ours on a golden case's input and record ours, every legacy program and the truth."""
+    folder = None if shared_dir is None else Path(shared_dir) / "legacy" / case.name
+    if folder is None or not (folder / "truth.json").is_file():
+        record["status"], record["reason"] = "SKIPPED", f"legacy case folder {folder} not present"
+        return
+    truth = legacy_truth(folder)
+    params = workdir / "params_calibrant.txt"
+    params.write_text((folder / "params_calibrant.txt").read_text().replace("<case dir>", str(folder)))
+    pf = read_parameter_file(params)
+    image = Path(pf.get("Folder")) / f"{pf.get('FileStem')}_{int(pf.get('StartNr')):0{int(pf.get('Padding'))}d}" \
+                                     f"{pf.get('Ext')}"
+    extra = []
+    dark = pf.get("Dark", None)
+    if dark and Path(dark).is_file():
+        extra += ["-darkFN", dark]
+    _, result, seconds = calibrate_file(image, params, *extra)
+    record_calibration(record, result, seconds, truth)
+    _our_panels(record, params)
+    programs = legacy_programs(folder, truth)
+    record["metrics"].update(programs)
+    record["info"]["programs"] = list(programs)
+    gate = LOOP_SOURCE if LOOP_SOURCE in programs else "CalibrantOMP@00074b47" if "CalibrantOMP@00074b47" in \
+        programs else None
+    if pf.has("NPanelsY"):
+        gate = None  # the panel case is a format check, not an accuracy target (legacy/README.md)
+    record["info"]["gate_program"] = gate
+    if pf.has("NPanelsY"):
+        from midas_ref.panels import panel_bounds
+        from midas_ref.params import PanelLayout
+
+        layout = PanelLayout(int(pf.get("NPanelsY")), int(pf.get("NPanelsZ")), int(pf.get("PanelSizeY")),
+                             int(pf.get("PanelSizeZ")), tuple(int(v) for v in pf.get("PanelGapsY")),
+                             tuple(int(v) for v in pf.get("PanelGapsZ")))
+        record["info"]["panel_bounds"] = panel_bounds(layout).tolist()
