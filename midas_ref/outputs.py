@@ -332,7 +332,8 @@ def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> st
         return f"{value:{fmt}} ± {sigma:<7.4f}" if sigma is not None else f"{value:{fmt}}" + " " * 10
 
     for s in result.panels.shifts:
-        tag = " fixed" if s.id == fixed else (" poorly constrained" if s.id in result.poorly_constrained else "")
+        tag = (" fixed" if s.id == fixed else " not refined (no points)" if s.id in result.unrefined
+               else " poorly constrained" if s.id in result.poorly_constrained else "")
         out.write(f"  {s.id:4d}  {counts[s.id]:4d}  {strain[s.id] * 1e6:10.3f}   "
                   f"{pm(f'panel {s.id} dy_px', s.dy_px, '9.4f')}  {pm(f'panel {s.id} dz_px', s.dz_px, '9.4f')}  "
                   f"{pm(f'panel {s.id} dtheta_deg', s.dtheta_deg, '9.5f')}  {s.dlsd_um:9.3f}  {s.dp2:10.3e}{tag}\n")

@@ -149,6 +149,9 @@ class PanelResult:
     poorly_constrained : tuple of int
         Panels whose shift standard error exceeds :data:`POORLY_CONSTRAINED_PX` (their corrections rest
         mostly on the weak prior toward the start; do not trust them).
+    unrefined : tuple of int
+        Movable panels left at their start corrections: fewer than ``MinIndicesForFit`` points (e.g. no ring
+        crosses them).
     timings : dict
         Seconds: extraction, fit.
     """
@@ -167,6 +170,7 @@ class PanelResult:
     iterations: tuple[PanelIteration, ...]
     std_errors: dict = field(default_factory=dict)
     poorly_constrained: tuple[int, ...] = ()
+    unrefined: tuple[int, ...] = ()
     timings: dict = field(default_factory=dict)
 
 
@@ -353,6 +357,9 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     poorly = sorted({int(label.split()[1]) for label, sigma in std_errors.items()
                      if label.startswith("panel ") and label.endswith(("dy_px", "dz_px"))
                      and sigma > POORLY_CONSTRAINED_PX})
+    kinds = settings.freedom.kinds()
+    unrefined = tuple(p for p in range(panels.layout.n_panels) if kinds and p != settings.freedom.fix_panel_id
+                      and f"panel {p} {kinds[0][0]}" not in std_errors)
     return PanelResult(rec.geometry, rec.panels, points, tt, strain, outlier, all_rings, len(tuple(rings)),
                        rec.mean_strain, rec.std_strain, rec.iteration, tuple(records), std_errors,
-                       tuple(poorly), timings)
+                       tuple(poorly), unrefined, timings)
