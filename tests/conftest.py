@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from validation.shared import default_shared_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = default_shared_dir()  # $MIDAS_REF_SHARED, else ../shared beside the repository
 
 
 @pytest.fixture(scope="session")

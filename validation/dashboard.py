@@ -54,6 +54,11 @@ def _figure(w=9, h=5):
     return Figure(figsize=(w, h), dpi=100, layout="constrained")
 
 
+def _legend(ax, **kwargs) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
@@ -79,7 +84,7 @@ def _fig_error_vs_noise(records, figdir):
         ax.set_xticks(range(len(levels)), levels)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], fontsize=7)
     fig.suptitle("Error vs noise level (peak height: noise-free, ×1, ×0.1, ×0.025 of 20000 counts)")
     return _save(fig, figdir / "error_vs_noise.png")
 
@@ -107,7 +112,7 @@ def _fig_crlb(records, figdir):
     ax.axhline(1.0, color="tab:red", lw=1, label="Cramér–Rao bound")
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("|error| / σ_CRLB")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.set_title("Error as a multiple of the CRLB σ (dots: single seeds)")
     return _save(fig, figdir / "error_over_crlb.png")
 
@@ -128,7 +133,7 @@ def _fig_strain(records, figdir):
     ax.set_xlabel("2θ (°)")
     ax.set_ylabel("mean strain per ring (µε)")
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     ax.set_title("Strain vs 2θ per ring (final geometry, inlier points; ± standard error)")
     return _save(fig, figdir / "strain_vs_2theta.png")
 
@@ -173,7 +178,7 @@ def _fig_stages(records, figdir):
     ax.set_yticks(range(len(rows)), [r["case_id"] for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("wall time (s)")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.set_title("Wall time per stage")
     return _save(fig, figdir / "speed_stages.png")
 
@@ -190,7 +195,7 @@ def _fig_history(db, figdir):
         ax.plot(*zip(*pts), "o-", ms=3, label=case_id)
     ax.set_xlabel("run id")
     ax.set_ylabel("calibrate wall time (s)")
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     ax.set_title("Speed history (every run in this database)")
     return _save(fig, figdir / "speed_history.png")
 
@@ -212,7 +217,7 @@ def _fig_legacy(records, figdir):
         ax.set_xticks(range(len(cases)), [r["name"] for r in cases], fontsize=7, rotation=10)
         ax.set_yscale("log")
         ax.set_title(label)
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], fontsize=7)
     return _save(fig, figdir / "legacy.png")
 
 
@@ -232,7 +237,7 @@ def _fig_peers(records, figdir):
         ax.set_xticks(range(len(cases)), [r["case_id"].split("/", 1)[1] for r in cases], fontsize=6)
         ax.set_yscale("log")
         ax.set_title(label)
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], fontsize=8)
     return _save(fig, figdir / "peers.png")
 
 

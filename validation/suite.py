@@ -107,15 +107,15 @@ def run_validation(suite: str = "quick", out_dir: str | Path = "validation-out",
     from midas_ref.io import write_text_atomic
 
     say = progress or (lambda line: None)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    db = Path(db) if db else out_dir / "results.sqlite"
     if compare is not None:
         from .store import StoreError, connect
 
         if not Path(compare).is_file():
             raise StoreError(f"--compare {compare}: no such results database")
         connect(compare, create=False).close()  # fail early on a bad file
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = Path(db) if db else out_dir / "results.sqlite"
     shared_dir = resolve_shared_dir(shared)
     cases = list(cases) if cases is not None else suite_cases(suite, seed, shared_dir)
     started = _dt.datetime.now().isoformat(timespec="seconds")

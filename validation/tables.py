@@ -74,7 +74,8 @@ STRAIN = Column("mean ε µε", "mean_strain", "%.2f", 1e6)
 MAIN = ERRORS + (STRAIN, Column("iter", "iterations", "%.0f"), Column("calibrate s", "time_calibrate_s", "%.2f"),
                  Column("peak RSS MiB", "peak_rss_mib", "%.0f"))
 STAGES = ("simulate", "load", "background", "guess", "extraction", "fit")
-LEGACY = ERRORS + (STRAIN, Column("wall s", "time_total_s", "%.1f"), Column("peak RSS MiB", "peak_rss_mib", "%.0f"))
+LEGACY = ERRORS + (STRAIN, Column("panel shift RMS px", "err_panel_shift_rms_px", "%.3f"),
+                   Column("wall s", "time_total_s", "%.1f"), Column("peak RSS MiB", "peak_rss_mib", "%.0f"))
 REAL = (Column("ΔBC Y px", "err_bc_y_px", "%+.3f", absolute=False),
         Column("ΔBC Z px", "err_bc_z_px", "%+.3f", absolute=False),
         Column("ΔLsd ppm", "err_lsd_rel", "%+.0f", 1e6, absolute=False), STRAIN,

@@ -38,6 +38,8 @@ def register(subparsers) -> None:
                                                          "../shared beside the repository)")
     parser.add_argument("--benchmarks", action=argparse.BooleanOptionalAction, default=None,
                         help="run the pytest-benchmark suites (default: only with --suite full)")
+    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
+                        help="run only the cases whose id contains TEXT (repeatable), e.g. legacy/ or ge2048/poisson")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML dashboard")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(func=run)
@@ -54,10 +56,19 @@ def run(args) -> int:
         raise BadOption(f"--workers must be >= 1, got {args.workers}")
     if args.seed < 0:
         raise BadOption(f"--seed must be >= 0, got {args.seed}")
+    cases = None
+    if args.only:
+        from validation.scenarios import suite_cases
+        from validation.shared import resolve_shared_dir
+
+        cases = [c for c in suite_cases(args.suite, args.seed, resolve_shared_dir(args.shared))
+                 if any(text in c.case_id for text in args.only)]
+        if not cases:
+            raise BadOption(f"no case of the {args.suite} suite matches --only {' '.join(args.only)}")
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     outcome = run_validation(args.suite, args.out, db=args.db, compare=args.compare, scheduler=args.scheduler,
                              workers=args.workers, seed=args.seed, html=not args.no_html, shared=args.shared,
-                             benchmarks=args.benchmarks, progress=say)
+                             benchmarks=args.benchmarks, cases=cases, progress=say)
     print(outcome.tables_text, end="")
     if outcome.compare is not None:
         print(compare_text(outcome.compare, args.compare), end="")
