@@ -25,7 +25,7 @@ from validation.scenarios import Case, suite_cases, synthetic_config
 from validation.shared import elapsed_seconds, mean_values_block
 from validation.store import StoreError, compare_runs, load_run, write_run
 from validation.suite import run_validation
-from validation.tables import build_tables, format_value, html_table
+from validation.tables import build_tables, html_table
 
 from conftest import shared_file
 
@@ -259,8 +259,6 @@ class _Page(HTMLParser):
 def check_report(out, db):
     """Every image the page references exists and decodes as a PNG; every number equals the SQLite value."""
     from matplotlib.image import imread
-
-    from validation.tables import Column
 
     page = _Page()
     page.feed((out / "report.html").read_text())

@@ -14,21 +14,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .shared import REPO_DIR
+from .shared import repository_dir
 
 __all__ = ["run_benchmarks", "read_benchmarks"]
 
 
 def run_benchmarks(folder: str | Path, *, timeout_s: float = 3600) -> Path | None:
     """Run tests/benchmarks with timing on; returns the JSON path (None when the tests are not here)."""
-    tests = REPO_DIR / "tests" / "benchmarks"
+    repo = repository_dir()
+    tests = repo / "tests" / "benchmarks"
     if not tests.is_dir():
         return None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"benchmarks-{_dt.datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
     subprocess.run([sys.executable, "-m", "pytest", "-q", str(tests), "--benchmark-enable",
-                    f"--benchmark-json={path}", "-p", "no:cacheprovider"], cwd=REPO_DIR, timeout=timeout_s,
+                    f"--benchmark-json={path}", "-p", "no:cacheprovider"], cwd=repo, timeout=timeout_s,
                    check=False, capture_output=True)
     return path if path.is_file() else None
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from .shared import REPO_DIR
+from .shared import repository_dir
 
 __all__ = ["code_version", "machine_info", "PeakMemory"]
 
@@ -24,7 +24,7 @@ def code_version() -> dict:
 
     def git(*args):
         try:
-            out = subprocess.run(["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "-C", str(repository_dir()), *args], capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
             return "unknown"
         return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"

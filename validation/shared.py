@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_DIR", "SHARED_ENV", "default_shared_dir", "resolve_shared_dir", "elapsed_seconds",
-           "max_rss_kib", "mean_values_block"]
+__all__ = ["REPO_DIR", "SHARED_ENV", "repository_dir", "default_shared_dir", "resolve_shared_dir",
+           "elapsed_seconds", "max_rss_kib", "mean_values_block"]
 
 #: The repository (parent of this package) when running from a clone or an editable install.
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -18,10 +18,18 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 SHARED_ENV = "MIDAS_REF_SHARED"
 
 
+def repository_dir() -> Path:
+    """The repository: the parent of this package in a clone or editable install, else the current folder
+    when it looks like the repository (``pip install .`` puts the package into site-packages)."""
+    if (REPO_DIR / "pyproject.toml").is_file():
+        return REPO_DIR
+    return Path.cwd()
+
+
 def default_shared_dir() -> Path:
     """``$MIDAS_REF_SHARED`` if set, else ``<repository>/../shared`` (whether or not it exists)."""
     env = os.environ.get(SHARED_ENV)
-    return Path(env).expanduser().resolve() if env else REPO_DIR.parent / "shared"
+    return Path(env).expanduser().resolve() if env else repository_dir().parent / "shared"
 
 
 def resolve_shared_dir(explicit: str | os.PathLike | None = None) -> Path | None:
