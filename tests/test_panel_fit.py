@@ -159,3 +159,16 @@ def test_legacy_strain_statistics_mean_multiple_clipping():
     assert keep.tolist() == [True, True, True, True, False] and mean == pytest.approx(1.75)
     keep, mean, _ = legacy_strain_statistics(s, 2.0, 3)
     assert keep.tolist() == [True, True, True, False, False] and mean == pytest.approx(1.0)
+
+
+def test_ring_weights_normalised_and_radius_weighted():
+    from midas_ref.panel_refine import PanelSettings, _weights
+
+    ring = np.array([0, 0, 0, 1])
+    r = np.array([100.0, 100.0, 100.0, 200.0])
+    w = _weights(ring, r, PanelSettings(normalize_ring_weights=True))
+    # each ring weighs the same in total; weights keep a mean of 1
+    assert w[:3].sum() == pytest.approx(w[3]) and w.mean() == pytest.approx(1.0)
+    w = _weights(ring, r, PanelSettings(weight_by_radius=True))
+    assert w[3] / w[0] == pytest.approx(2.0) and w.mean() == pytest.approx(1.0)
+    assert np.all(_weights(ring, r, PanelSettings()) == 1.0)
