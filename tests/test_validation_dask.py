@@ -35,7 +35,10 @@ def test_dask_local_cluster_matches_serial():
 
 
 def test_calibrate_batch(tmp_path):
-    """Batch calibration of several images on Dask: same geometry as one-by-one."""
+    """Batch calibration of several images on Dask worker processes: the geometry of one-by-one calibration.
+
+    The workers run numba (and BLAS) with fewer threads than this process, so the last bits may differ
+    (seen: 1e-10 µm of Lsd); in-process (threads) the records are bit-identical (test above)."""
     from simulate import simulate, write_simulation
     from validation.dask_runner import calibrate_batch
     from validation.runner import calibrate_file
@@ -48,5 +51,6 @@ def test_calibrate_batch(tmp_path):
     batch = calibrate_batch(jobs, workers=2)
     for (image, params, _), got in zip(jobs, batch):
         _, result, _ = calibrate_file(image, params)
-        assert got["status"] == "CONVERGED" and got["lsd_um"] == result.geometry.lsd_um
-        assert got["bc_y_px"] == result.geometry.bc_y_px
+        assert got["status"] == "CONVERGED"
+        assert got["lsd_um"] == pytest.approx(result.geometry.lsd_um, rel=1e-12, abs=0)
+        assert got["bc_y_px"] == pytest.approx(result.geometry.bc_y_px, rel=1e-12, abs=0)

@@ -8,9 +8,9 @@ without it installed is a :class:`DaskUnavailable` error (one line, exit code 2 
 * ``scheduler="tcp://host:8786"``: an existing cluster (its workers need midas-ref installed, and the
   reference folder at the same path for legacy/real cases).
 
-Cases are independent and carry their own seeds, and numba's kernels give the same bits whatever the
-thread count, so results equal the serial run's (``tests/test_validation_dask.py`` checks it); only wall
-times and memory differ.
+Cases are independent and carry their own seeds, so results equal the serial run's: bit for bit on thread
+workers, to ~1e-12 relative on process workers whose numba/BLAS thread counts differ from the serial
+process (``tests/test_validation_dask.py`` checks both); only wall times and memory differ.
 """
 
 from __future__ import annotations
