@@ -206,14 +206,22 @@ def _fig_legacy(records, figdir):
         return None
     fig = _figure(12, 4.5)
     axes = fig.subplots(1, 3)
+    programs = []
+    for r in cases:
+        programs += [p for p in ["ours", *r["info"].get("programs", [])] if p not in programs]
     for ax, (metric, label) in zip(axes, (("err_lsd_um", "|ΔLsd| (µm)"), ("err_bc_px", "|ΔBC| (px)"),
                                           ("time_total_s", "wall time (s)"))):
+        labelled = set()
         for i, r in enumerate(cases):
             sources = ["ours", *r["info"].get("programs", [])]
             for j, source in enumerate(sources):
                 v = abs(r["metrics"].get(source, {}).get(metric, math.nan))
-                ax.bar(i + 0.15 * j, max(v, 1e-9) if math.isfinite(v) else 0, width=0.14,
-                       color=f"C{j}", label=source if i == 0 else None)
+                if not math.isfinite(v):
+                    continue
+                k = programs.index(source)
+                ax.bar(i + 0.15 * j, max(v, 1e-9), width=0.14, color=f"C{k}",
+                       label=None if source in labelled else source)
+                labelled.add(source)
         ax.set_xticks(range(len(cases)), [r["name"] for r in cases], fontsize=7, rotation=10)
         ax.set_yscale("log")
         ax.set_title(label)
