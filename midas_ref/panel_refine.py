@@ -46,7 +46,8 @@ class PanelSettings:
     Attributes
     ----------
     n_iterations : int
-        ``nIterations``: extraction + fit cycles; the one with the lowest mean strain is kept.
+        ``nIterations``: at most this many extraction + fit cycles (fewer once the model stops moving the
+        points); the one with the lowest mean strain among those that kept ≥ 90 % of the points is kept.
     freedom : PanelFreedom
         Which panel corrections are refined (``FixPanelID``, ``tolShifts``, ``tolRotation``, ``PerPanelLsd``
         / ``tolLsdPanel``, ``PerPanelDistortion`` / ``tolP2Panel``, ``MinIndicesForFit``).
@@ -174,6 +175,9 @@ class PanelResult:
     timings: dict = field(default_factory=dict)
 
 
+#: RMS strain change between iterations below which the refinement has converged (also 0.1 σ/√n).
+CONVERGED_STRAIN_CHANGE = 1e-8
+
 #: A panel whose dY or dZ standard error is above this (pixels) is reported as poorly constrained.
 POORLY_CONSTRAINED_PX = 0.05
 
@@ -296,7 +300,7 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     geom, pan = geometry, panels
     fwhm = settings.fwhm_px
     timings = {"extraction": 0.0, "fit": 0.0}
-    records, best = [], None
+    records, candidates, prev = [], [], None
     for iteration in range(1, settings.n_iterations + 1):
         t_it = time.perf_counter()
         max_r = max(math.hypot(cy - geom.bc_y_px, cz - geom.bc_z_px)
@@ -306,6 +310,8 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
             raise CalibrationError(f"fewer than two rings fall on the detector at Lsd {geom.lsd_um:.0f} µm "
                                    "(wrong wavelength, lattice or distance?)")
         half_window = settings.half_window_px or max(5.0, 2.5 * fwhm)
+        # a panel may sit up to tolShifts off its modelled place: its peaks must still fall well inside
+        half_window = max(half_window, settings.freedom.shifts_px + 2.5 * fwhm)
         if settings.doublet_separation_px > 0:
             # overlapping windows are fitted jointly: make every pair closer than the separation overlap
             half_window = max(half_window, 0.5 * settings.doublet_separation_px + fwhm)
@@ -350,9 +356,20 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
                              time.perf_counter() - t_it)
         records.append(rec)
         _emit(progress, "iteration", record=rec)
-        if best is None or mean < best[0].mean_strain:
-            best = (rec, points, tt, strain, ~inl, fit)
-    rec, points, tt, strain, outlier, fit = best
+        candidates.append((rec, points, tt, strain, ~inl, fit))
+        if prev is not None:
+            # converged when the new model moves the points by less than a fraction of their noise
+            moved = strain - point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), *prev)
+            moved = moved[inl & np.isfinite(moved)]
+            change = float(np.sqrt(np.mean(moved ** 2))) if moved.size else 0.0
+            if change < max(CONVERGED_STRAIN_CHANGE, 0.1 * std / math.sqrt(max(int(inl.sum()), 1))):
+                break
+        prev = (geom, pan)
+    # best = lowest mean strain (nIterations), among iterations that kept most of the points: a mean over a
+    # few easy peaks (an early pass with windows still off the rings) is not better, only smaller
+    n_max = max(c[0].n_points for c in candidates)
+    rec, points, tt, strain, outlier, fit = min((c for c in candidates if c[0].n_points >= 0.9 * n_max),
+                                                key=lambda c: c[0].mean_strain)
     std_errors = dict(fit.std_errors)
     poorly = sorted({int(label.split()[1]) for label, sigma in std_errors.items()
                      if label.startswith("panel ") and label.endswith(("dy_px", "dz_px"))

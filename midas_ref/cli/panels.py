@@ -66,11 +66,17 @@ def load_panel_image(pf):
     dark = pf.get("Dark", None)
     if dark and not Path(dark).is_absolute() and pf.path:
         dark = str(Path(pf.path).parent / dark)
+    notes = []
+    if dark and not Path(dark).exists():
+        # the legacy programs subtract nothing when the Dark file cannot be read (parameter files often name
+        # a placeholder); say so instead of failing
+        notes.append(f"Dark file {dark} not found: no dark subtracted")
+        dark = None
     mask_file = pf.get("MaskFile", None)
     if mask_file and not Path(mask_file).is_absolute() and pf.path:
         mask_file = str(Path(pf.path).parent / mask_file)
     data_type = pf.get("DataType", None)
-    image_sum, mask, notes = None, None, []
+    image_sum, mask = None, None
     for path in files:
         kind = infer_file_type(path, data_type=data_type)
         loaded = load_image(path, dark_path=dark or None, file_type=kind,
