@@ -300,9 +300,6 @@ def _refine_panels(args, prep, result, out: Path, say) -> int:
                                  pf.path)
     if not pf.has("EtaBinSize"):
         pf = pf.set("EtaBinSize", args.eta_bin_size)
-    if not pf.has("nIterations"):
-        # re-extraction in the corrected frame converges in 2–3 cycles; one (the legacy default) is not enough
-        pf = pf.set("nIterations", 3)
     settings = settings_from_params(pf, args.optimizer)
     name = pf.get("PanelShiftsFile", None) or "panelshifts.txt"
     shifts_path = out / Path(name).name

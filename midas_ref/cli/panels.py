@@ -40,6 +40,10 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+#: Extraction + fit cycles when the parameter file has no nIterations (they stop early once converged).
+DEFAULT_CYCLES = 5
+
+
 def data_files(pf) -> list[Path]:
     """``Folder/FileStem_<nr>Ext`` for nr = StartNr … EndNr, zero-padded to ``Padding`` digits."""
     pf.require("Folder", "FileStem", "Ext", "StartNr")
@@ -112,7 +116,9 @@ def settings_from_params(pf, optimizer: str):
                            min_points=int(pf.get("MinIndicesForFit")))
     width = pf.get("Width", None)
     return PanelSettings(
-        n_iterations=int(pf.get("nIterations")), freedom=freedom, tolerances=tol,
+        # absent nIterations: up to DEFAULT_CYCLES (stopping once converged) instead of the legacy single pass,
+        # which re-used peaks extracted in the uncorrected frame
+        n_iterations=int(pf.get("nIterations")) if pf.has("nIterations") else DEFAULT_CYCLES, freedom=freedom, tolerances=tol,
         distortion_order=int(pf.get("DistortionOrder")), eta_bin_deg=float(pf.get("EtaBinSize", None) or 5.0),
         # Width is the legacy ring half-window in µm (the orchestrator writes 1000 = far too wide for a fit)
         half_window_px=min(float(width) / px, 12.0) if width else None,
