@@ -9,7 +9,9 @@ synthetic ge2048, noise-free           |ΔLsd| ≤ 1.5 µm, |ΔBC| ≤ 0.003 px,
 synthetic ge2048, Poisson              |ΔLsd| ≤ 3 µm, |ΔBC| ≤ 0.006 px, |Δty|,|Δtz| ≤ 0.0015°
 (peak ~20000, bg ~200; near/far start)
 legacy goldens                         our |ΔLsd|, |ΔBC|, |Δtilt| vs truth ≤ CalibrantOMP@00074b47's (AutoCalibrate
-                                       loop where present); the panel case is a format check, not gated
+                                       loop where present)
+legacy panel golden                    ``midas-ref panels`` (source ``ours-panels``): panel-shift RMS, |ΔLsd|,
+                                       |ΔBC|, |Δtilt| vs truth ≤ CalibrantPanelShiftsOMP's
 real ``pilatus1m_ceo2_cpf``            |ΔBC| ≤ 0.15 px (each component) vs the Dioptas PONI
 real ``ge_ceo2_aps1id``                |ΔBC| ≤ 0.15 px and |ΔLsd|/Lsd ≤ 0.05 % vs the HEXRD geometry
 =====================================  ==========================================================================
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["SYNTHETIC_GATES", "REAL_GATES", "LEGACY_GATED", "evaluate_gates"]
+__all__ = ["SYNTHETIC_GATES", "REAL_GATES", "LEGACY_GATED", "PANEL_GATED", "evaluate_gates"]
 
 #: (scenario, noise level) → {metric of ours: bound}; every start except ``auto`` (the issue's bounds are
 #: for a start Lsd +2 %, BC ±5 px; ``far`` must reach the same answer, test_autocal.py::test_ge2048_robust_start).
@@ -36,6 +38,9 @@ REAL_GATES = {
 }
 #: Legacy metrics compared (ours ≤ legacy).
 LEGACY_GATED = ("err_lsd_um", "err_bc_px", "err_tilt_deg")
+#: Panel refinement metrics compared (``ours-panels`` ≤ CalibrantPanelShiftsOMP) on legacy panel cases.
+PANEL_GATED = ("err_panel_shift_rms_px", "err_lsd_um", "err_bc_px", "err_tilt_deg")
+PANEL_PROGRAM = "CalibrantPanelShiftsOMP"
 
 
 def _gate(quantity: str, value, bound, passed=None) -> dict:
@@ -70,6 +75,15 @@ def evaluate_gates(record: dict) -> list[dict]:
                 value = ours.get(quantity)
                 ok = converged and value is not None and math.isfinite(value) and abs(value) <= bound
                 gates.append(_gate(f"{quantity} ≤ {program}", value, bound, ok))
+        ours_panels = record["metrics"].get("ours-panels", {})
+        legacy_panels = record["metrics"].get(PANEL_PROGRAM, {})
+        if "err_panel_shift_rms_px" in legacy_panels:
+            for quantity in PANEL_GATED:
+                if quantity in legacy_panels:
+                    bound = abs(legacy_panels[quantity])
+                    value = ours_panels.get(quantity)
+                    ok = value is not None and math.isfinite(value) and abs(value) <= bound
+                    gates.append(_gate(f"panels {quantity} ≤ {PANEL_PROGRAM}", value, bound, ok))
     for gate in gates:
         if math.isfinite(gate["value"]):
             gate["value"] = abs(gate["value"])

@@ -220,7 +220,7 @@ def run_legacy_case(case, shared_dir, workdir: Path, record: dict) -> None:
     gate = LOOP_SOURCE if LOOP_SOURCE in programs else "CalibrantOMP@00074b47" if "CalibrantOMP@00074b47" in \
         programs else None
     if pf.has("NPanelsY"):
-        gate = None  # the panel case is a format check, not an accuracy target (legacy/README.md)
+        gate = None  # monolithic fit of a panel image: no legacy monolithic run to compare; panels gated in gates.py
     record["info"]["gate_program"] = gate
     if pf.has("NPanelsY"):
         from midas_ref.panels import panel_bounds
