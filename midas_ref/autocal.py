@@ -264,7 +264,8 @@ def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSe
     details["fwhm_px"] = fwhm
     tan_tth = np.tan(np.radians([ring.two_theta_deg for ring in rings]))
     lsd_range = (0.7, 1.43) if settings.lsd_guess_um else (0.05, 5.0)
-    match = _guess.match_lsd(peaks_r, tan_tth, lsd0, weights=prominence, lsd_range=lsd_range,
+    # a profile peak about a not yet exact centre is within about a pixel of its ring
+    match = _guess.match_lsd(peaks_r, tan_tth, lsd0, lsd_range=lsd_range, abs_tol_um=base.px_um,
                              first_ring=settings.first_ring_nr)
     if match is None:
         raise CalibrationError(f"no rings found: {peaks_r.size} peaks in the radial profile do not match the "
@@ -352,7 +353,10 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         t0 = time.perf_counter()
         points = extract_peaks(image, mask, geom, geom.lsd_um * np.tan(tth_all[idx]), panels=panels,
                                eta_bin_deg=settings.eta_bin_deg, half_window_px=half_window, fwhm_px=fwhm,
-                               min_snr=settings.min_snr, precise=stage == len(stages) - 1)
+                               min_snr=settings.min_snr, precise=stage == len(stages) - 1,
+                               # crowded rings (dense patterns) only once tilts are known: before that their
+                               # positions are off by more than their spacing at large 2θ
+                               skip_crowded=stage < len(stages) - 1)
         points = points.select(fit_ring[idx[points.ring]])
         ring_of_point = idx[points.ring]
         timings["extraction"] += time.perf_counter() - t0

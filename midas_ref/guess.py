@@ -9,8 +9,10 @@ Lsd within a fraction of a percent; these steps get there from far worse starts:
 * :func:`center_by_sharpness` — the centre about which the bright (ring) pixels' radii are most
   concentrated: a coarse-to-fine grid search of the histogram's inverse participation ratio, robust to
   any start within its search box (no correlation aliasing between neighbouring rings).
-* :func:`ring_peaks` + :func:`match_lsd` — peaks of the azimuthally averaged profile matched to the ring
-  table by a hypothesis search over (detected peak, ring) pairs: the scale that explains the most peaks wins.
+* :func:`ring_peaks` + :func:`match_lsd` — peaks of the azimuthally averaged profile (significance against
+  the profile's own local noise) matched to the ring table by a hypothesis search over (detected peak,
+  ring) pairs, each hypothesis scored by a log-likelihood ratio against chance coincidence
+  (:func:`score_lsd`), so dense ring tables and near-aliases cannot win by coincidences.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .geometry import r_eta_maps
 from .params import Geometry
 
 __all__ = ["GuessResult", "beam_center_from_arcs", "center_by_sharpness", "azimuthal_profiles", "ring_peaks",
-           "match_lsd"]
+           "score_lsd", "rank_lsd", "match_lsd"]
 
 
 @dataclass(frozen=True)
@@ -175,10 +177,10 @@ def center_by_sharpness(binary, weights, start_yz, *, search_px: float = 40.0, m
     return cy, cz
 
 
-# ---- η-resolved profiles and centre refinement --------------------------------------------------------
+# ---- η-resolved profiles and centre refinement ---------------------------------------------------------
 
 def azimuthal_profiles(image, mask, geometry: Geometry, *, n_eta: int = 36, bin_px: float = 0.5,
-                       r_max_um: float | None = None):
+                       r_max_um: float | None = None, with_sem: bool = False):
     """Mean intensity per (η bin, radius bin) about the current geometry.
 
     Returns
@@ -189,6 +191,9 @@ def azimuthal_profiles(image, mask, geometry: Geometry, *, n_eta: int = 36, bin_
         η bin centres.
     profiles : ndarray of shape (n_eta, n_r)
         Mean intensity (NaN where a bin has no pixel).
+    sem : ndarray of shape (n_eta, n_r)
+        Only with ``with_sem``: standard error of each mean from the scatter of its pixels (NaN with fewer
+        than two pixels) — the profile's own noise, whatever the detector gain.
     """
     r_um, eta_deg = r_eta_maps(geometry)
     r_px = r_um / geometry.px_um
@@ -203,11 +208,22 @@ def azimuthal_profiles(image, mask, geometry: Geometry, *, n_eta: int = 36, bin_
     rb = np.minimum((r_px[valid] / bin_px).astype(np.int64), n_r - 1)
     eb = np.minimum(((eta_deg[valid] + 180.0) / (360.0 / n_eta)).astype(np.int64), n_eta - 1)
     idx = eb * n_r + rb
-    sums = np.bincount(idx, weights=image[valid], minlength=n_eta * n_r)
+    values = image[valid].astype(np.float64)
+    sums = np.bincount(idx, weights=values, minlength=n_eta * n_r)
     counts = np.bincount(idx, minlength=n_eta * n_r)
     with np.errstate(invalid="ignore", divide="ignore"):
         prof = (sums / counts).reshape(n_eta, n_r)
-    return (np.arange(n_r) + 0.5) * bin_px, (np.arange(n_eta) + 0.5) * (360.0 / n_eta) - 180.0, prof
+    r_c = (np.arange(n_r) + 0.5) * bin_px
+    eta_c = (np.arange(n_eta) + 0.5) * (360.0 / n_eta) - 180.0
+    if not with_sem:
+        return r_c, eta_c, prof
+    # second moment about the bin mean (not Σv²/n − mean², which cancels catastrophically on bright rings)
+    dev = values - prof.ravel()[idx]
+    ss = np.bincount(idx, weights=dev * dev, minlength=n_eta * n_r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sem = np.sqrt(ss / (counts - 1.0) / counts)
+    sem[counts < 2] = np.nan
+    return r_c, eta_c, prof, sem.reshape(n_eta, n_r)
 
 
 def _highpass(profile, width_bins):
@@ -220,76 +236,151 @@ def _highpass(profile, width_bins):
 
 # ---- ring radii and Lsd -----------------------------------------------------------------------------------
 
-def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float = 5.0, bin_px: float = 0.5):
-    """Radii (µm) and heights of the peaks of the azimuthally averaged profile about the current geometry.
+def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float = 8.0, bin_px: float = 0.5,
+               noise_window_px: float = 40.0, min_width_px: float = 1.0):
+    """Radii (µm) and significances of the peaks of the azimuthally averaged profile about the current geometry.
+
+    A peak counts when its prominence exceeds ``min_prominence_sigma`` times the profile's local noise: the
+    running median (over ``noise_window_px``) of the standard error of each radial bin's mean. A single
+    global noise level (e.g. a MAD of the profile) fails on dense patterns, where almost every bin is a
+    ring and the "noise" becomes the ring contrast itself, hiding the weak, sparse inner rings that carry
+    the distance. Peaks narrower than ``min_width_px`` (FWHM) are dropped: a ring averaged over the
+    azimuth is never narrower than about a pixel, noise spikes are. Radii are refined below the bin size
+    by a parabola through the three bins about the maximum.
 
     Returns
     -------
     r_um : ndarray, ascending
-    prominence : ndarray
+    significance : ndarray
+        Prominence / local noise of each peak.
     fwhm_px : float
-        Median width of the detected peaks (a start for the fine peak fits), NaN if none.
+        A start for the fine peak fits: the lower quartile of the peak widths (blends of unresolved
+        neighbours and the smearing of a not yet exact centre only ever widen a peak), NaN if none.
     """
+    from scipy.ndimage import median_filter
     from scipy.signal import find_peaks
 
-    r_px, _, prof = azimuthal_profiles(image, mask, geometry, n_eta=1, bin_px=bin_px)
+    r_px, _, prof, sem = azimuthal_profiles(image, mask, geometry, n_eta=1, bin_px=bin_px, with_sem=True)
     p = prof[0]
     hp = _highpass(p, int(40 / bin_px) | 1)
     hp = np.where(np.isfinite(p), hp, 0.0)
-    noise = 1.4826 * np.median(np.abs(hp - np.median(hp))) or np.std(hp) or 1.0
-    peaks, props = find_peaks(hp, prominence=min_prominence_sigma * noise, distance=max(1, int(2 / bin_px)),
-                              width=1)
+    s = sem[0]
+    fallback = np.nanmedian(s) if np.isfinite(s).any() else 1.0
+    s = np.where(np.isfinite(s) & (s > 0), s, fallback if fallback > 0 else 1.0)
+    noise = median_filter(s, size=int(noise_window_px / bin_px) | 1, mode="nearest")
+    peaks, props = find_peaks(hp, prominence=0.0, distance=max(1, int(1.5 / bin_px)), width=min_width_px / bin_px)
+    significance = props["prominences"] / noise[peaks]
+    keep = significance >= min_prominence_sigma
+    peaks, significance = peaks[keep], significance[keep]
     if peaks.size == 0:
         return np.empty(0), np.empty(0), math.nan
-    return (r_px[peaks] * geometry.px_um, props["prominences"],
-            float(np.median(props["widths"])) * bin_px)
+    # sub-bin position: vertex of the parabola through the maximum bin and its two neighbours
+    left = hp[np.maximum(peaks - 1, 0)]
+    mid = hp[peaks]
+    right = hp[np.minimum(peaks + 1, hp.size - 1)]
+    curv = left - 2 * mid + right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(curv < 0, 0.5 * (left - right) / curv, 0.0)
+    r = (r_px[peaks] + np.clip(shift, -0.5, 0.5) * bin_px) * geometry.px_um
+    return r, significance, float(np.percentile(props["widths"][keep], 25)) * bin_px
 
 
-def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, weights=None, lsd_range=(0.5, 2.0),
-              rel_tol: float = 0.004, first_ring: int = 1, max_peaks: int = 12) -> tuple[float, int] | None:
-    """Distance that maps the detected peaks onto rings of the table.
+def _match(r, pred, tol):
+    """Nearest predicted ring of every detected radius; (index, matched within ``tol``)."""
+    k = np.clip(np.searchsorted(pred, r), 1, pred.size - 1)
+    near = np.where(np.abs(pred[k - 1] - r) < np.abs(pred[k] - r), k - 1, k)
+    return near, np.abs(pred[near] - r) < tol
 
-    For each of the innermost ``max_peaks`` detected peaks i and each ring j ≥ ``first_ring``, the
-    hypothesis ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess) is scored by the summed ``weights``
-    (peak prominences, normalised) of the detected peaks that lie within ``rel_tol`` of some ring, minus
-    those that do not, minus the fraction of predicted rings inside the detected range that no peak
-    explains: the strong peaks must all be explained, and a dense comb of predicted rings (a distance far
-    too short, or a LaB6 alias) cannot win by chance coincidences. Ties go to the smaller relative rms. The winner is refined by least squares
-    over its matched pairs.
+
+def score_lsd(lsd_um, peak_r_um, ring_tan_two_theta, *, rel_tol: float = 0.004, abs_tol_um: float = 0.0):
+    """Evidence that peaks at ``peak_r_um`` are the rings ``lsd·tan 2θ`` of the table (larger is better).
+
+    Each detected peak i is either explained (a predicted ring within ``δ_i = max(rel_tol·r_i, abs_tol_um)``)
+    or not. How much that says depends on how crowded the predicted rings are there: a random radius
+    falls within δ_i of some ring with probability ``p_i = min(1, 2δ_i/s_i)``, ``s_i`` the local ring
+    spacing. The score is ``Σ ±log(1/p_i)`` (+ explained, − unexplained), a log-likelihood ratio against
+    chance. So peaks where the predicted rings are dense count for nothing either way — a too short
+    distance (whose dense comb explains everything) or the near-aliases of a primitive cubic pattern
+    (ring ratios repeat under √2, √3 … scalings) gain nothing from coincidences — while every sparse,
+    well-resolved peak that a hypothesis fails to explain counts fully against it.
 
     Returns
     -------
-    (lsd_um, n_matched) or None when no hypothesis matches at least two peaks.
+    (score, matched, ring_index)
+        ``matched`` (bool per peak) and ``ring_index`` (nearest predicted ring per peak).
     """
-    order = np.argsort(np.asarray(peak_r_um, dtype=np.float64))
-    r = np.asarray(peak_r_um, dtype=np.float64)[order]
-    w = np.ones_like(r) if weights is None else np.asarray(weights, dtype=np.float64)[order]
-    w = w / w.sum() if w.sum() > 0 else np.ones_like(r) / max(r.size, 1)
-    t = np.sort(np.asarray(ring_tan_two_theta, dtype=np.float64))[max(first_ring, 1) - 1:]
+    r = np.asarray(peak_r_um, dtype=np.float64)
+    pred = lsd_um * np.asarray(ring_tan_two_theta, dtype=np.float64)
+    tol = np.maximum(rel_tol * r, abs_tol_um)
+    near, ok = _match(r, pred, tol)
+    # local spacing: mean gap of the nearest predicted ring to its two neighbours (one-sided at the ends)
+    gaps = np.diff(pred)
+    left = np.concatenate([[np.inf], gaps])[near]
+    right = np.concatenate([gaps, [np.inf]])[near]
+    spacing = np.where(np.isfinite(left) & np.isfinite(right), 0.5 * (left + right), np.minimum(left, right))
+    p = np.minimum(1.0, 2.0 * tol / np.maximum(spacing, 1e-300))
+    info = -np.log(np.maximum(p, 1e-12))
+    return float(np.sum(np.where(ok, info, -info))), ok, near
+
+
+def rank_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(0.5, 2.0), rel_tol: float = 0.004,
+             abs_tol_um: float = 0.0, first_ring: int = 1, max_peaks: int = 12, n_best: int = 5):
+    """Distance hypotheses ranked by :func:`score_lsd`, best first.
+
+    Every pair (one of the innermost ``max_peaks`` detected peaks, ring j ≥ ``first_ring``) proposes
+    ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess); each is refined by least squares over the pairs
+    it explains (twice, so an anchor's own position error does not decide), then scored. Hypotheses that
+    refine to the same distance (within ``rel_tol``) are merged.
+
+    Returns
+    -------
+    list of (lsd_um, score, n_matched), at most ``n_best`` entries with at least two matched peaks.
+    """
+    r = np.sort(np.asarray(peak_r_um, dtype=np.float64))
+    t = np.sort(np.asarray(ring_tan_two_theta, dtype=np.float64))
+    t = t[t > 0][max(first_ring, 1) - 1:]
     if r.size < 2 or t.size < 2:
-        return None
-    best = None
+        return []
+    found = []
     for ri in r[:max_peaks]:
         for tj in t:
             lsd = ri / tj
             if not lsd_range[0] * lsd_guess_um <= lsd <= lsd_range[1] * lsd_guess_um:
                 continue
-            pred = lsd * t
-            k = np.clip(np.searchsorted(pred, r), 1, pred.size - 1)
-            near = np.where(np.abs(pred[k - 1] - r) < np.abs(pred[k] - r), k - 1, k)
-            rel = np.abs(r / pred[near] - 1)
-            ok = rel < rel_tol
-            n = int(ok.sum())
-            # predicted rings inside the detected range that no peak explains: a dense comb (a too-short
-            # distance) matches everything by coincidence but leaves most of its rings unseen
-            inside = (pred > r.min() * (1 - rel_tol)) & (pred < r.max() * (1 + rel_tol))
-            unseen = 1.0 - len(set(near[ok].tolist())) / max(int(inside.sum()), 1)
-            score = (float(w[ok].sum() - w[~ok].sum()) - unseen,
-                     -float(np.sqrt(np.mean(rel[ok] ** 2))) if n else -1.0)
-            if n >= 2 and (best is None or score > best[0]):
-                best = (score, r[ok], t[near[ok]])
-    if best is None:
+            for _ in range(2):
+                _, ok, near = score_lsd(lsd, r, t, rel_tol=rel_tol, abs_tol_um=abs_tol_um)
+                if ok.sum() < 2:
+                    break
+                tt = t[near[ok]]
+                lsd = float(np.dot(r[ok], tt) / np.dot(tt, tt))
+            score, ok, _ = score_lsd(lsd, r, t, rel_tol=rel_tol, abs_tol_um=abs_tol_um)
+            if ok.sum() >= 2:
+                found.append((lsd, score, int(ok.sum())))
+    found.sort(key=lambda h: (-h[1], -h[2]))
+    ranked = []
+    for h in found:
+        if all(abs(h[0] / g[0] - 1) > rel_tol for g in ranked):
+            ranked.append(h)
+        if len(ranked) == n_best:
+            break
+    return ranked
+
+
+def match_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, weights=None, lsd_range=(0.5, 2.0),
+              rel_tol: float = 0.004, abs_tol_um: float = 0.0, first_ring: int = 1,
+              max_peaks: int = 12) -> tuple[float, int] | None:
+    """Distance that maps the detected peaks onto rings of the table: the best of :func:`rank_lsd`.
+
+    ``weights`` is accepted for backward compatibility and ignored: how much a peak says about the distance
+    depends on how crowded the predicted rings are at its radius (:func:`score_lsd`), not on its height.
+
+    Returns
+    -------
+    (lsd_um, n_matched) or None when no hypothesis matches at least two peaks.
+    """
+    del weights
+    ranked = rank_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um, lsd_range=lsd_range, rel_tol=rel_tol,
+                      abs_tol_um=abs_tol_um, first_ring=first_ring, max_peaks=max_peaks, n_best=1)
+    if not ranked:
         return None
-    _, rr, tt = best
-    lsd = float(np.dot(rr, tt) / np.dot(tt, tt))
-    return lsd, int(rr.size)
+    return ranked[0][0], ranked[0][2]

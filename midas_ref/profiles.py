@@ -1,9 +1,11 @@
 """Ring-peak extraction: one fitted radius per (ring, η-bin), as detector points for the geometry fit.
 
 For each η bin of ``eta_bin_deg`` and each ring window, the pixels whose radius (under the current
-geometry) falls in the window are fitted with a pseudo-Voigt per ring on a linear background
+geometry) falls in the window are fitted with a pseudo-Voigt per ring on a quadratic background
 (``profiles_kernels``). Rings whose windows overlap are fitted together (shared width and shape), so a
-neighbour's tail never biases a peak. Each accepted peak becomes a point: its fitted radius at the
+neighbour's tail never biases a peak. Rings closer to a neighbour than ~2 FWHM (dense patterns: LaB6 at
+short distance) are fitted in short runs with their relative positions fixed by the current geometry and
+one common shift, which is fast and well conditioned where free centres would trade off against each other. Each accepted peak becomes a point: its fitted radius at the
 peak-weighted η of its pixels, mapped back to a detector position with the same geometry — a point on the
 real ring, whatever errors the geometry still has.
 """
@@ -102,7 +104,8 @@ def ring_clusters(ring_r_um, half_window_um: float):
 def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry, ring_r_um, *,
                   panels: Panels | None = None, eta_bin_deg: float = 5.0, half_window_px: float = 8.0,
                   fwhm_px: float = 2.5, min_pixels: int = 12, min_snr: float = 5.0,
-                  max_sigma_px: float = 0.5, precise: bool = True) -> PeakPoints:
+                  max_sigma_px: float = 0.5, precise: bool = True,
+                  tie_fwhm: float = _k.TIE_SEPARATION_FWHM, skip_crowded: bool = False) -> PeakPoints:
     """Fit ring peaks in every η bin of every ring window.
 
     Parameters
@@ -130,6 +133,13 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         Peaks whose radius standard error exceeds this are dropped.
     precise : bool
         Add the Poisson-weighted second fit pass (about half the cost; coarse iterations may skip it).
+    tie_fwhm : float
+        Rings with a neighbour closer than ``tie_fwhm × fwhm_px`` are *crowded*: they are fitted in short
+        runs whose centres keep the spacing of the current geometry and move together (one shift per run),
+        which stays well determined however much their profiles overlap; ≤ 0 fits every ring freely.
+    skip_crowded : bool
+        Return no point for crowded rings (they are still modelled beside their lone neighbours): while the
+        geometry is off by more than half their spacing, a run would lock onto the wrong rings.
 
     Returns
     -------
@@ -166,7 +176,8 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     numba.set_parallel_chunksize(1)
     try:
         _k.fit_all_bins(offsets, pix_order, r_all, image.ravel(), eta_all, n_eta, centre, peak_start,
-                        ring_r[order], px, fwhm_px, half_window_px, min_pixels, precise, out)
+                        ring_r[order], px, fwhm_px, half_window_px, min_pixels, precise, float(tie_fwhm),
+                        bool(skip_crowded), out)
     finally:
         numba.set_parallel_chunksize(chunk)
     res = out.reshape(-1, 10)

@@ -40,6 +40,29 @@ MAX_FIT_PIXELS = 2000
 I_GAMMA = 3
 I_MU = 4
 I_PEAKS = 5
+#: Tied layout (crowded rings): b0, b1, b2, Γ, μ, one common shift δ, then A per peak.
+I_SHIFT = 5
+I_TIED_AMPS = 6
+#: A ring is *crowded* when a neighbour's expected centre is closer than this many start FWHMs: the two
+#: profiles then overlap so much that free centres trade off against each other and against the
+#: amplitudes. Crowded rings are fitted in groups whose centres move together (see :func:`fit_group`).
+TIE_SEPARATION_FWHM = 3.0
+#: A tied group spans at most this many start FWHMs of ring centres (longer runs are split).
+GROUP_SPAN_FWHM = 10.0
+#: Pixels per tied-group fit: a group's shift is fitted from every ring in it at once, so fewer pixels give
+#: the same precision as a lone ring's window, and dense patterns have ~10⁴ such windows per pass.
+MAX_GROUP_PIXELS = 400
+#: A tied fit has converged when its shift moves by less than this (px) in an accepted step while the cost
+#: falls by less than :data:`TIED_REL_COST`: 1e-5 px is < 1e-8 of any ring radius, and polishing the
+#: nuisance amplitudes further would cost most of the iterations.
+TIED_SHIFT_TOL_PX = 1e-5
+TIED_REL_COST = 1e-6
+#: Beyond |u| = 4 Γ the Gaussian part of a pseudo-Voigt is below exp(−44): skip its exponential.
+GAUSS_CUT_Q = 16.0
+#: Relative ridge on the normal matrix when it is inverted for the covariance: nearly coincident rings
+#: (or a neighbour seen only by its tail) make the amplitudes almost collinear; the ridge keeps the
+#: covariance of the well-determined parameters (the centre, the shift) finite and unchanged.
+COV_RIDGE = 1e-10
 
 
 @njit(**PARALLEL)
@@ -152,24 +175,81 @@ def _value_grad(xi, p, n_peaks, grad):
     return val
 
 
+
 @njit(**SERIAL)
-def _model(x, p, n_peaks, out):
+def _value_tied(xi, p, centres):
+    """Tied model value at ``xi`` (px): peak j at ``centres[j] + δ``."""
+    inv_g2 = 1.0 / (p[I_GAMMA] * p[I_GAMMA])
+    mu = p[I_MU]
+    shift = p[I_SHIFT]
+    val = p[0] + p[1] * xi + p[2] * xi * xi
+    for j in range(centres.shape[0]):
+        u = xi - centres[j] - shift
+        q = u * u * inv_g2
+        gau = math.exp(-FOUR_LN2 * q) if q < GAUSS_CUT_Q else 0.0
+        val += p[I_TIED_AMPS + j] * (mu / (1.0 + 4.0 * q) + (1.0 - mu) * gau)
+    return val
+
+
+@njit(**SERIAL)
+def _value_grad_tied(xi, p, centres, grad):
+    """Tied model value at ``xi`` and its gradient in ``grad`` (layout of :data:`I_SHIFT`)."""
+    gamma = p[I_GAMMA]
+    mu = p[I_MU]
+    shift = p[I_SHIFT]
+    inv_g2 = 1.0 / (gamma * gamma)
+    val = p[0] + p[1] * xi + p[2] * xi * xi
+    grad[0] = 1.0
+    grad[1] = xi
+    grad[2] = xi * xi
+    d_gamma = 0.0
+    d_mu = 0.0
+    d_shift = 0.0
+    for j in range(centres.shape[0]):
+        amp = p[I_TIED_AMPS + j]
+        u = xi - centres[j] - shift
+        q = u * u * inv_g2
+        lor = 1.0 / (1.0 + 4.0 * q)
+        gau = math.exp(-FOUR_LN2 * q) if q < GAUSS_CUT_Q else 0.0
+        val += amp * (mu * lor + (1.0 - mu) * gau)
+        core = 4.0 * mu * lor * lor + FOUR_LN2 * (1.0 - mu) * gau
+        grad[I_TIED_AMPS + j] = mu * lor + (1.0 - mu) * gau
+        d_shift += amp * 2.0 * u * inv_g2 * core
+        d_gamma += amp * (2.0 * q / gamma) * core
+        d_mu += amp * (lor - gau)
+    grad[I_GAMMA] = d_gamma
+    grad[I_MU] = d_mu
+    grad[I_SHIFT] = d_shift
+    return val
+
+
+@njit(**SERIAL)
+def _eval(xi, p, n_peaks, centres, tied):
+    return _value_tied(xi, p, centres) if tied else _value(xi, p, n_peaks)
+
+
+@njit(**SERIAL)
+def _eval_grad(xi, p, n_peaks, centres, tied, grad):
+    return _value_grad_tied(xi, p, centres, grad) if tied else _value_grad(xi, p, n_peaks, grad)
+
+@njit(**SERIAL)
+def _model(x, p, n_peaks, out, centres, tied):
     """Model values at every ``x``."""
     for i in range(x.shape[0]):
-        out[i] = _value(x[i], p, n_peaks)
+        out[i] = _eval(x[i], p, n_peaks, centres, tied)
 
 
 @njit(**SERIAL)
-def _weighted_cost(x, y, sqrt_w, p, n_peaks):
+def _weighted_cost(x, y, sqrt_w, p, n_peaks, centres, tied):
     cost = 0.0
     for i in range(x.shape[0]):
-        r = sqrt_w[i] * (y[i] - _value(x[i], p, n_peaks))
+        r = sqrt_w[i] * (y[i] - _eval(x[i], p, n_peaks, centres, tied))
         cost += r * r
     return cost
 
 
 @njit(**SERIAL)
-def _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad):
+def _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad, centres, tied):
     """Accumulate JᵀJ and Jᵀr of the weighted residuals (no n × p Jacobian is stored); returns the cost."""
     n_par = p.shape[0]
     jtj[:, :] = 0.0
@@ -177,7 +257,7 @@ def _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad):
     cost = 0.0
     for i in range(x.shape[0]):
         w = sqrt_w[i]
-        r = w * (y[i] - _value_grad(x[i], p, n_peaks, grad))
+        r = w * (y[i] - _eval_grad(x[i], p, n_peaks, centres, tied, grad))
         cost += r * r
         for a in range(n_par):
             grad[a] *= w
@@ -208,6 +288,17 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter=_MAX_LM_ITER):
     Minimises ``Σ w_i (y_i − f_i)²`` with ``sqrt_w = √w``. Returns ``(converged, chi2, covariance)`` with the
     covariance scaled by the reduced χ² (so a detector gain or an overall noise scale does not matter).
     """
+    return _lm(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter, np.empty(0), False)
+
+
+@njit(**SERIAL)
+def fit_peaks_tied(x, y, p, lower, upper, centres, sqrt_w, max_iter=_MAX_LM_ITER):
+    """:func:`fit_peaks` for the tied model: peaks at ``centres + δ`` with one common shift δ (``p[I_SHIFT]``)."""
+    return _lm(x, y, p, lower, upper, centres.shape[0], sqrt_w, max_iter, centres, True)
+
+
+@njit(**SERIAL)
+def _lm(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter, centres, tied):
     n = x.shape[0]
     n_par = p.shape[0]
     jtj = np.empty((n_par, n_par))
@@ -215,7 +306,7 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter=_MAX_LM_ITER):
     grad = np.empty(n_par)
     trial = np.empty(n_par)
     a = np.empty((n_par, n_par))
-    cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad)
+    cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad, centres, tied)
     lam = 1e-3
     converged = False
     for _ in range(max_iter):
@@ -232,15 +323,17 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter=_MAX_LM_ITER):
             for k in range(n_par):
                 trial[k] = p[k] + step[k]
             _project(trial, lower, upper)
-            c_trial = _weighted_cost(x, y, sqrt_w, trial, n_peaks)
+            c_trial = _weighted_cost(x, y, sqrt_w, trial, n_peaks, centres, tied)
             if c_trial <= cost:
                 rel = (cost - c_trial) / max(cost, 1e-300)
                 small_step = True
                 for k in range(n_par):
                     if abs(trial[k] - p[k]) > 1e-9 * (abs(p[k]) + 1e-6):
                         small_step = False
+                if tied and rel < TIED_REL_COST and abs(trial[I_SHIFT] - p[I_SHIFT]) < TIED_SHIFT_TOL_PX:
+                    small_step = True
                 p[:] = trial
-                cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad)
+                cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad, centres, tied)
                 lam = max(lam / 3.0, 1e-12)
                 improved = True
                 if rel < 1e-9 or small_step:
@@ -253,6 +346,9 @@ def fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter=_MAX_LM_ITER):
     dof = max(n - n_par, 1)
     sigma2 = cost / dof
     cov = np.full((n_par, n_par), np.nan)
+    if tied:
+        for k in range(n_par):
+            jtj[k, k] += COV_RIDGE * jtj[k, k] + 1e-300
     try:
         cov = np.linalg.inv(jtj) * sigma2
     except Exception:  # noqa: BLE001
@@ -324,13 +420,13 @@ def fit_window(x, y, eta, centres0, main, gamma0_px, half_window_px, weighted, o
     converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w, 15 if weighted else _MAX_LM_ITER)
     model = np.empty(n)
     if weighted:
-        _model(x, p, n_peaks, model)
+        _model(x, p, n_peaks, model, np.empty(0), False)
         floor = max(0.05 * np.max(model), 1e-12)
         for k in range(n):
             sqrt_w[k] = 1.0 / math.sqrt(max(model[k], floor))
         converged, cost, cov = fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
     # residual rms in counts (unweighted) for the SNR
-    _model(x, p, n_peaks, model)
+    _model(x, p, n_peaks, model, np.empty(0), False)
     ss = 0.0
     for k in range(n):
         ss += (y[k] - model[k]) ** 2
@@ -376,92 +472,305 @@ def fit_window(x, y, eta, centres0, main, gamma0_px, half_window_px, weighted, o
     out_row[9] = status
 
 
+@njit(**SERIAL)
+def fit_group(x, y, eta, centres, first, last, gamma0_px, weighted, out_rows):
+    """Fit a group of crowded rings with one common shift: rings ``first … last`` of ``centres`` are reported.
+
+    ``centres`` (px, in the frame of ``x``) are the expected centres of every ring modelled in the window —
+    the group and the neighbours whose profiles reach into it. Their relative positions come from the
+    current geometry, which is exact to far better than a pixel across a window of a few FWHM (a 1 %
+    error of the distance moves rings 3 px apart by 0.03 px relative to each other), so tying them leaves
+    one well-determined centre parameter (δ) however strongly the profiles overlap, and the free
+    amplitudes absorb any intensity ratio. ``out_rows[k]`` receives ring ``first + k`` (columns of
+    :func:`fit_all_bins`; column 0 is the fitted centre ``centres[first + k] + δ`` in px).
+    """
+    n = x.shape[0]
+    m = centres.shape[0]
+    n_par = I_TIED_AMPS + m
+    for k in range(last - first + 1):
+        out_rows[k, 8] = n
+        out_rows[k, 9] = TOO_FEW_PIXELS
+    if n < 4 + n_par:
+        return
+    p = np.empty(n_par)
+    lower = np.empty(n_par)
+    upper = np.empty(n_par)
+    # the shift may not reach half-way to the next ring: beyond that the comb would lock one ring off
+    spacing = np.inf
+    for j in range(1, m):
+        spacing = min(spacing, centres[j] - centres[j - 1])
+    bound = 0.5 * spacing if spacing < np.inf else gamma0_px
+    far = np.ones(n, dtype=np.bool_)
+    for k in range(n):
+        for j in range(m):
+            if abs(x[k] - centres[j]) < 1.5 * gamma0_px:
+                far[k] = False
+                break
+    y_min = np.min(y)
+    bg0 = np.median(y[far]) if far.sum() >= 3 else y_min
+    bg0 = min(bg0, y_min + 0.5 * (np.max(y) - y_min))
+    y_span = max(np.max(y) - bg0, 1e-12)
+    p[0] = bg0
+    p[1] = 0.0
+    p[2] = 0.0
+    p[I_GAMMA] = gamma0_px
+    p[I_MU] = 0.5
+    p[I_SHIFT] = 0.0
+    for k in range(3):
+        lower[k] = -np.inf
+        upper[k] = np.inf
+    lower[I_GAMMA] = 0.25
+    upper[I_GAMMA] = max(4.0 * gamma0_px, 2.0)
+    lower[I_MU] = 0.0
+    upper[I_MU] = 1.0
+    lower[I_SHIFT] = -bound
+    upper[I_SHIFT] = bound
+    for j in range(m):
+        best = -np.inf
+        for k in range(n):
+            if abs(x[k] - centres[j]) <= 0.5 * gamma0_px and y[k] > best:
+                best = y[k]
+        # overlapping profiles add up: start each at a fraction of the local excess
+        p[I_TIED_AMPS + j] = 0.5 * (best - bg0) if best > bg0 else 0.05 * y_span
+        lower[I_TIED_AMPS + j] = 0.0
+        upper[I_TIED_AMPS + j] = 10.0 * y_span + 1.0
+    sqrt_w = np.ones(n)
+    converged, cost, cov = fit_peaks_tied(x, y, p, lower, upper, centres, sqrt_w, 15 if weighted else _MAX_LM_ITER)
+    model = np.empty(n)
+    if weighted:
+        _model(x, p, m, model, centres, True)
+        floor = max(0.05 * np.max(model), 1e-12)
+        for k in range(n):
+            sqrt_w[k] = 1.0 / math.sqrt(max(model[k], floor))
+        converged, cost, cov = fit_peaks_tied(x, y, p, lower, upper, centres, sqrt_w, _MAX_LM_ITER)
+    _model(x, p, m, model, centres, True)
+    ss = 0.0
+    for k in range(n):
+        ss += (y[k] - model[k]) ** 2
+    rms = math.sqrt(ss / max(n - n_par, 1))
+    shift = p[I_SHIFT]
+    gamma = p[I_GAMMA]
+    mu = p[I_MU]
+    var_s = cov[I_SHIFT, I_SHIFT]
+    x_min = np.min(x)
+    x_max = np.max(x)
+    inv_g2 = 1.0 / (gamma * gamma)
+    for k in range(last - first + 1):
+        j = first + k
+        c = centres[j] + shift
+        amp = p[I_TIED_AMPS + j]
+        status = OK
+        if not converged:
+            status = NOT_CONVERGED
+        if shift - lower[I_SHIFT] < 1e-6 or upper[I_SHIFT] - shift < 1e-6 or gamma >= upper[I_GAMMA] - 1e-9:
+            status = AT_BOUND
+        # the run's shift is pinned by all its rings, so a ring only needs its core inside the window
+        if c - 0.5 * gamma < x_min or c + 0.5 * gamma > x_max:
+            status = EDGE
+        sw = 0.0
+        sc = 0.0
+        s_s = 0.0
+        n_under = 0
+        for i in range(n):
+            u = x[i] - c
+            q = u * u * inv_g2
+            if q < 1.0:
+                w = mu / (1.0 + 4.0 * q) + (1.0 - mu) * math.exp(-FOUR_LN2 * q)
+                sw += w
+                sc += w * math.cos(eta[i])
+                s_s += w * math.sin(eta[i])
+                n_under += 1
+        if n_under < 3:
+            status = TOO_FEW_PIXELS
+        var_c = var_s
+        if not (var_c >= 0.0):
+            status = SINGULAR
+            var_c = np.nan
+        row = out_rows[k]
+        row[0] = c
+        row[1] = math.sqrt(var_c)
+        row[2] = amp
+        row[3] = gamma
+        row[4] = mu
+        row[5] = p[0] + p[1] * c + p[2] * c * c
+        row[6] = amp / rms if rms > 0 else np.inf
+        row[7] = math.atan2(s_s, sc) if sw > 0 else np.nan
+        row[9] = status
+
+
 @njit(**PARALLEL)
 def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, peak_start, peak_r,
-                 px_um, gamma0_px, half_window_px, min_pixels, weighted, out):
+                 px_um, gamma0_px, half_window_px, min_pixels, weighted, tie_fwhm, skip_crowded, out):
     """Fit every ring of every (cluster, η-bin); results go to ``out[e, j, :]`` for ring j.
 
-    Each ring is fitted in its own window ``±half_window_px`` around its expected radius, widened to
-    contain the core of its nearest neighbour on each side when that lies within ``half_window + 3 Γ``
-    (but not past the midpoint to the ring beyond); every ring whose centre lies in the window is fitted
-    with it as a nuisance peak, so neither a neighbour's tail nor a long chain of rings disturbs it.
+    A ring whose nearest neighbour is at least ``tie_fwhm`` × ``gamma0_px`` away is fitted in its own
+    window ``±half_window_px`` around its expected radius, widened to contain the core of its nearest
+    neighbour on each side when that lies within ``half_window + 3 Γ`` (but not past the midpoint to the
+    ring beyond); every ring whose centre lies in the window is fitted with it as a nuisance peak, so
+    neither a neighbour's tail nor a long chain of rings disturbs it.
+
+    Crowded rings (a neighbour closer than that; ``tie_fwhm ≤ 0`` means none is) are fitted in runs of
+    at most :data:`GROUP_SPAN_FWHM` FWHMs by :func:`fit_group` (one common shift, the neighbours whose
+    profiles reach in modelled too), on at most :data:`MAX_GROUP_PIXELS` pixels; with ``skip_crowded``
+    they get no result (while the geometry is still too rough to tell which crowded ring is which),
+    though they stay in the model of their lone neighbours' windows.
 
     ``out`` columns: 0 r_fit (µm), 1 σ_r (µm), 2 amplitude, 3 FWHM (px), 4 μ, 5 background at peak,
     6 SNR (amplitude / residual rms), 7 η mean (rad, weighted by the fitted peak), 8 n pixels, 9 status.
     """
     n_bins = offsets.shape[0] - 1
-    for b in prange(n_bins):
-        cl = b // n_eta
-        e = b - cl * n_eta
+    n_clusters = n_bins // n_eta
+    for i in prange(n_bins):
+        # η-major order: numba hands each thread a contiguous range of iterations, and clusters differ a
+        # lot in cost (one dense cluster can hold most of the work), while the η bins of a cluster cost
+        # about the same — so each thread gets its share of every cluster
+        e = i // n_clusters
+        cl = i - e * n_clusters
+        b = cl * n_eta + e
         j0 = peak_start[cl]
         n_peaks = peak_start[cl + 1] - j0
         start = offsets[b]
         n = offsets[b + 1] - start
         centre = cluster_center[cl]
-        x_all = np.empty(n)
+        x_raw = np.empty(n)
         for k in range(n):
-            x_all[k] = (r_all[order[start + k]] - centre) / px_um
+            x_raw[k] = (r_all[order[start + k]] - centre) / px_um
+        # pixels sorted by radius: a window is then a contiguous slice (binary search), not a scan of the bin
+        perm = np.argsort(x_raw)
+        x_all = x_raw[perm]
+        cpx = np.empty(n_peaks)
         for j in range(n_peaks):
+            cpx[j] = (peak_r[j0 + j] - centre) / px_um
             row = out[e, j0 + j]
             row[8] = 0.0
             row[9] = TOO_FEW_PIXELS
-            c_main = (peak_r[j0 + j] - centre) / px_um
-            # the window is ±half_window around this ring, widened to hold the whole core (±2 Γ) of the
-            # nearest neighbour on each side when its flank reaches in, but never past the midpoint to the
-            # next ring beyond (dense tables would otherwise chain every ring into one huge fit)
-            lo = c_main - half_window_px
-            hi = c_main + half_window_px
-            if j > 0:
-                c_left = (peak_r[j0 + j - 1] - centre) / px_um
-                if c_main - c_left <= half_window_px + 3.0 * gamma0_px:
-                    lo = min(lo, c_left - 2.0 * gamma0_px)
-                    if j > 1:
-                        lo = max(lo, 0.5 * (c_left + (peak_r[j0 + j - 2] - centre) / px_um))
-            if j < n_peaks - 1:
-                c_right = (peak_r[j0 + j + 1] - centre) / px_um
-                if c_right - c_main <= half_window_px + 3.0 * gamma0_px:
-                    hi = max(hi, c_right + 2.0 * gamma0_px)
-                    if j < n_peaks - 2:
-                        hi = min(hi, 0.5 * (c_right + (peak_r[j0 + j + 2] - centre) / px_um))
-            m = 0
-            for k in range(n):
-                if lo <= x_all[k] <= hi:
-                    m += 1
-            if m < min_pixels:
-                row[8] = m
+        tie = tie_fwhm * gamma0_px
+        crowded = np.zeros(n_peaks, dtype=np.bool_)
+        if tie > 0:
+            for j in range(n_peaks):
+                if (j > 0 and cpx[j] - cpx[j - 1] < tie) or (j < n_peaks - 1 and cpx[j + 1] - cpx[j] < tie):
+                    crowded[j] = True
+        # widths change across a pattern (Γ ∝ 1/cos² 2θ for a fixed 2θ width): runs take their window and
+        # start width from the last good fit at a smaller radius in this bin, not the global start
+        gamma_run = gamma0_px
+        j = 0
+        while j < n_peaks:
+            if crowded[j]:
+                last = j
+                while last + 1 < n_peaks and crowded[last + 1] and cpx[last + 1] - cpx[j] <= GROUP_SPAN_FWHM * gamma0_px:
+                    last += 1
+                if not skip_crowded:
+                    _fit_crowded(x_all, perm, order, start, i_all, eta_all, cpx, j, last, gamma_run, half_window_px,
+                                 min_pixels, weighted, out[e, j0 + j:j0 + last + 1])
+                    for k in range(j, last + 1):
+                        row = out[e, j0 + k]
+                        if row[9] == OK and k == j:
+                            gamma_run = min(max(row[3], 0.5 * gamma0_px), 4.0 * gamma0_px)
+                        if row[9] != TOO_FEW_PIXELS:
+                            row[0] = peak_r[j0 + k] + (row[0] - cpx[k]) * px_um
+                            row[1] = row[1] * px_um
+                j = last + 1
                 continue
-            stride = (m + MAX_FIT_PIXELS - 1) // MAX_FIT_PIXELS
-            m_fit = (m + stride - 1) // stride
-            x = np.empty(m_fit)
-            y = np.empty(m_fit)
-            eta = np.empty(m_fit)
-            seen = 0
-            m = 0
-            for k in range(n):
-                if lo <= x_all[k] <= hi:
-                    if seen % stride == 0 and m < m_fit:
-                        idx = order[start + k]
-                        x[m] = x_all[k] - c_main
-                        y[m] = i_all[idx]
-                        eta[m] = eta_all[idx]
-                        m += 1
-                    seen += 1
-            n_near = 0
-            for jj in range(n_peaks):
-                cj = (peak_r[j0 + jj] - centre) / px_um
-                if lo - 0.5 * gamma0_px <= cj <= hi + 0.5 * gamma0_px:
-                    n_near += 1
-            centres0 = np.empty(n_near)
-            main = 0
-            n_near = 0
-            for jj in range(n_peaks):
-                cj = (peak_r[j0 + jj] - centre) / px_um
-                if lo - 0.5 * gamma0_px <= cj <= hi + 0.5 * gamma0_px:
-                    if jj == j:
-                        main = n_near
-                    centres0[n_near] = cj - c_main
-                    n_near += 1
-            fit_window(x, y, eta, centres0, main, gamma0_px, half_window_px, weighted, row)
-            if row[9] == OK or row[9] != TOO_FEW_PIXELS:
+            _fit_lone(x_all, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px, min_pixels,
+                      weighted, out[e, j0 + j])
+            row = out[e, j0 + j]
+            if row[9] == OK:
+                gamma_run = min(max(row[3], 0.5 * gamma0_px), 4.0 * gamma0_px)
+            if row[9] != TOO_FEW_PIXELS:
                 row[0] = peak_r[j0 + j] + row[0] * px_um
                 row[1] = row[1] * px_um
+            j += 1
+
+
+@njit(**SERIAL)
+def _gather(x_all, perm, order, start, i_all, eta_all, lo, hi, max_pixels, origin):
+    """Pixels of the sorted bin with ``lo ≤ x ≤ hi`` (evenly strided down to ``max_pixels``); x relative to origin."""
+    a = np.searchsorted(x_all, lo, side="left")
+    b = np.searchsorted(x_all, hi, side="right")
+    m = b - a
+    stride = max(1, (m + max_pixels - 1) // max_pixels)
+    m_fit = (m + stride - 1) // stride if m > 0 else 0
+    x = np.empty(m_fit)
+    y = np.empty(m_fit)
+    eta = np.empty(m_fit)
+    for i in range(m_fit):
+        k = a + i * stride
+        idx = order[start + perm[k]]
+        x[i] = x_all[k] - origin
+        y[i] = i_all[idx]
+        eta[i] = eta_all[idx]
+    return x, y, eta, m
+
+
+@njit(**SERIAL)
+def _fit_lone(x_all, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px, min_pixels, weighted,
+              row):
+    """One ring in its own window with its neighbours as free nuisance peaks (see :func:`fit_all_bins`)."""
+    n_peaks = cpx.shape[0]
+    c_main = cpx[j]
+    # the window is ±half_window around this ring, widened to hold the whole core (±2 Γ) of the
+    # nearest neighbour on each side when its flank reaches in, but never past the midpoint to the
+    # next ring beyond (dense tables would otherwise chain every ring into one huge fit)
+    lo = c_main - half_window_px
+    hi = c_main + half_window_px
+    if j > 0:
+        c_left = cpx[j - 1]
+        if c_main - c_left <= half_window_px + 3.0 * gamma0_px:
+            lo = min(lo, c_left - 2.0 * gamma0_px)
+            if j > 1:
+                lo = max(lo, 0.5 * (c_left + cpx[j - 2]))
+    if j < n_peaks - 1:
+        c_right = cpx[j + 1]
+        if c_right - c_main <= half_window_px + 3.0 * gamma0_px:
+            hi = max(hi, c_right + 2.0 * gamma0_px)
+            if j < n_peaks - 2:
+                hi = min(hi, 0.5 * (c_right + cpx[j + 2]))
+    x, y, eta, m = _gather(x_all, perm, order, start, i_all, eta_all, lo, hi, MAX_FIT_PIXELS, c_main)
+    if m < min_pixels:
+        row[8] = m
+        return
+    n_near = 0
+    main = 0
+    for jj in range(n_peaks):
+        if lo - 0.5 * gamma0_px <= cpx[jj] <= hi + 0.5 * gamma0_px:
+            n_near += 1
+    centres0 = np.empty(n_near)
+    n_near = 0
+    for jj in range(n_peaks):
+        if lo - 0.5 * gamma0_px <= cpx[jj] <= hi + 0.5 * gamma0_px:
+            if jj == j:
+                main = n_near
+            centres0[n_near] = cpx[jj] - c_main
+            n_near += 1
+    fit_window(x, y, eta, centres0, main, gamma0_px, half_window_px, weighted, row)
+
+
+@njit(**SERIAL)
+def _fit_crowded(x_all, perm, order, start, i_all, eta_all, cpx, first, last, gamma0_px, half_window_px,
+                 min_pixels, weighted, rows):
+    """Rings ``first … last`` (crowded) in one tied window; row k of ``rows`` gets ring ``first + k`` (px, raw)."""
+    n_peaks = cpx.shape[0]
+    # ±1.5 Γ about the run holds every ring's core; neighbours whose cores reach into it are modelled too
+    h = min(half_window_px, max(1.5 * gamma0_px, 1.5))
+    lo = cpx[first] - h
+    hi = cpx[last] + h
+    origin = 0.5 * (cpx[first] + cpx[last])
+    x, y, eta, m = _gather(x_all, perm, order, start, i_all, eta_all, lo, hi, MAX_GROUP_PIXELS, origin)
+    if m < min_pixels:
+        for k in range(last - first + 1):
+            rows[k, 8] = m
+        return
+    reach = 1.5 * gamma0_px
+    a = first
+    while a > 0 and cpx[a - 1] >= lo - reach:
+        a -= 1
+    b = last
+    while b < n_peaks - 1 and cpx[b + 1] <= hi + reach:
+        b += 1
+    centres = np.empty(b - a + 1)
+    for jj in range(a, b + 1):
+        centres[jj - a] = cpx[jj] - origin
+    fit_group(x, y, eta, centres, first - a, last - a, gamma0_px, weighted, rows)
+    for k in range(last - first + 1):
+        if rows[k, 9] != TOO_FEW_PIXELS:
+            rows[k, 0] += origin
