@@ -269,7 +269,8 @@ def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float =
     s = np.where(np.isfinite(s) & (s > 0), s, fallback if fallback > 0 else 1.0)
     noise = median_filter(s, size=int(noise_window_px / bin_px) | 1, mode="nearest")
     peaks, props = find_peaks(hp, prominence=0.0, distance=max(1, int(1.5 / bin_px)), width=min_width_px / bin_px)
-    significance = props["prominences"] / noise[peaks]
+    # the bin's own error too: near the centre a bin holds a handful of pixels, noisier than the running median
+    significance = props["prominences"] / np.maximum(noise[peaks], s[peaks])
     keep = significance >= min_prominence_sigma
     peaks, significance = peaks[keep], significance[keep]
     if peaks.size == 0:
@@ -309,6 +310,12 @@ def score_lsd(lsd_um, peak_r_um, ring_tan_two_theta, *, rel_tol: float = 0.004, 
     (score, matched, ring_index)
         ``matched`` (bool per peak) and ``ring_index`` (nearest predicted ring per peak).
     """
+    score, ok, near, _ = _score(lsd_um, peak_r_um, ring_tan_two_theta, rel_tol, abs_tol_um)
+    return score, ok, near
+
+
+def _score(lsd_um, peak_r_um, ring_tan_two_theta, rel_tol, abs_tol_um):
+    """:func:`score_lsd` plus the evidence ``log(1/p_i)`` of each peak."""
     r = np.asarray(peak_r_um, dtype=np.float64)
     pred = lsd_um * np.asarray(ring_tan_two_theta, dtype=np.float64)
     tol = np.maximum(rel_tol * r, abs_tol_um)
@@ -320,7 +327,7 @@ def score_lsd(lsd_um, peak_r_um, ring_tan_two_theta, *, rel_tol: float = 0.004, 
     spacing = np.where(np.isfinite(left) & np.isfinite(right), 0.5 * (left + right), np.minimum(left, right))
     p = np.minimum(1.0, 2.0 * tol / np.maximum(spacing, 1e-300))
     info = -np.log(np.maximum(p, 1e-12))
-    return float(np.sum(np.where(ok, info, -info))), ok, near
+    return float(np.sum(np.where(ok, info, -info))), ok, near, info
 
 
 def rank_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(0.5, 2.0), rel_tol: float = 0.004,
@@ -329,7 +336,7 @@ def rank_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(0
 
     Every pair (one of the innermost ``max_peaks`` detected peaks, ring j ≥ ``first_ring``) proposes
     ``Lsd = r_i / tan 2θ_j`` (within ``lsd_range`` × guess); each is refined by least squares over the pairs
-    it explains (twice, so an anchor's own position error does not decide), then scored. Hypotheses that
+    it explains unambiguously (twice, so an anchor's own position error does not decide), then scored. Hypotheses that
     refine to the same distance (within ``rel_tol``) are merged.
 
     Returns
@@ -348,12 +355,15 @@ def rank_lsd(peak_r_um, ring_tan_two_theta, lsd_guess_um: float, *, lsd_range=(0
             if not lsd_range[0] * lsd_guess_um <= lsd <= lsd_range[1] * lsd_guess_um:
                 continue
             for _ in range(2):
-                _, ok, near = score_lsd(lsd, r, t, rel_tol=rel_tol, abs_tol_um=abs_tol_um)
-                if ok.sum() < 2:
+                _, ok, near, info = _score(lsd, r, t, rel_tol, abs_tol_um)
+                # only unambiguous pairs (less than an even chance of a coincidence) set the scale: in a
+                # crowded stretch the nearest ring is as likely a neighbour of the right one
+                use = ok & (info > math.log(2.0))
+                if use.sum() < 2:
                     break
-                tt = t[near[ok]]
-                lsd = float(np.dot(r[ok], tt) / np.dot(tt, tt))
-            score, ok, _ = score_lsd(lsd, r, t, rel_tol=rel_tol, abs_tol_um=abs_tol_um)
+                tt = t[near[use]]
+                lsd = float(np.dot(r[use], tt) / np.dot(tt, tt))
+            score, ok, _, _ = _score(lsd, r, t, rel_tol, abs_tol_um)
             if ok.sum() >= 2:
                 found.append((lsd, score, int(ok.sum())))
     found.sort(key=lambda h: (-h[1], -h[2]))

@@ -57,6 +57,8 @@ MAX_GROUP_PIXELS = 400
 #: nuisance amplitudes further would cost most of the iterations.
 TIED_SHIFT_TOL_PX = 1e-5
 TIED_REL_COST = 1e-6
+#: Clusters with more rings than this sort their pixels by radius (windows by binary search); fewer: scan.
+SORT_MIN_RINGS = 8
 #: Beyond |u| = 4 Γ the Gaussian part of a pseudo-Voigt is below exp(−44): skip its exponential.
 GAUSS_CUT_Q = 16.0
 #: Relative ridge on the normal matrix when it is inverted for the covariance: nearly coincident rings
@@ -224,28 +226,40 @@ def _value_grad_tied(xi, p, centres, grad):
 
 
 @njit(**SERIAL)
-def _eval(xi, p, n_peaks, centres, tied):
-    return _value_tied(xi, p, centres) if tied else _value(xi, p, n_peaks)
-
-
-@njit(**SERIAL)
-def _eval_grad(xi, p, n_peaks, centres, tied, grad):
-    return _value_grad_tied(xi, p, centres, grad) if tied else _value_grad(xi, p, n_peaks, grad)
-
-@njit(**SERIAL)
 def _model(x, p, n_peaks, out, centres, tied):
-    """Model values at every ``x``."""
-    for i in range(x.shape[0]):
-        out[i] = _eval(x[i], p, n_peaks, centres, tied)
+    """Model values at every ``x`` (tied layout when ``tied``, peaks at ``centres + δ``)."""
+    if tied:
+        for i in range(x.shape[0]):
+            out[i] = _value_tied(x[i], p, centres)
+    else:
+        for i in range(x.shape[0]):
+            out[i] = _value(x[i], p, n_peaks)
 
 
 @njit(**SERIAL)
 def _weighted_cost(x, y, sqrt_w, p, n_peaks, centres, tied):
+    # the layout test sits outside the pixel loop: the free-centre path stays as tight as it was
     cost = 0.0
-    for i in range(x.shape[0]):
-        r = sqrt_w[i] * (y[i] - _eval(x[i], p, n_peaks, centres, tied))
-        cost += r * r
+    if tied:
+        for i in range(x.shape[0]):
+            r = sqrt_w[i] * (y[i] - _value_tied(x[i], p, centres))
+            cost += r * r
+    else:
+        for i in range(x.shape[0]):
+            r = sqrt_w[i] * (y[i] - _value(x[i], p, n_peaks))
+            cost += r * r
     return cost
+
+
+@njit(**SERIAL)
+def _accumulate(w, r, grad, n_par, jtj, jtr):
+    for a in range(n_par):
+        grad[a] *= w
+    for a in range(n_par):
+        ga = grad[a]
+        jtr[a] += ga * r
+        for b in range(a + 1):
+            jtj[a, b] += ga * grad[b]
 
 
 @njit(**SERIAL)
@@ -255,17 +269,18 @@ def _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad, centres, tied):
     jtj[:, :] = 0.0
     jtr[:] = 0.0
     cost = 0.0
-    for i in range(x.shape[0]):
-        w = sqrt_w[i]
-        r = w * (y[i] - _eval_grad(x[i], p, n_peaks, centres, tied, grad))
-        cost += r * r
-        for a in range(n_par):
-            grad[a] *= w
-        for a in range(n_par):
-            ga = grad[a]
-            jtr[a] += ga * r
-            for b in range(a + 1):
-                jtj[a, b] += ga * grad[b]
+    if tied:
+        for i in range(x.shape[0]):
+            w = sqrt_w[i]
+            r = w * (y[i] - _value_grad_tied(x[i], p, centres, grad))
+            cost += r * r
+            _accumulate(w, r, grad, n_par, jtj, jtr)
+    else:
+        for i in range(x.shape[0]):
+            w = sqrt_w[i]
+            r = w * (y[i] - _value_grad(x[i], p, n_peaks, grad))
+            cost += r * r
+            _accumulate(w, r, grad, n_par, jtj, jtr)
     for a in range(n_par):
         for b in range(a):
             jtj[b, a] = jtj[a, b]
@@ -635,9 +650,15 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
         x_raw = np.empty(n)
         for k in range(n):
             x_raw[k] = (r_all[order[start + k]] - centre) / px_um
-        # pixels sorted by radius: a window is then a contiguous slice (binary search), not a scan of the bin
-        perm = np.argsort(x_raw)
-        x_all = x_raw[perm]
+        # many rings in the cluster: sort the pixels by radius once, so a window is a contiguous slice
+        # (binary search) instead of a scan of the whole bin per ring; a few rings: scanning is cheaper
+        is_sorted = n_peaks > SORT_MIN_RINGS
+        if is_sorted:
+            perm = np.argsort(x_raw)
+            x_all = x_raw[perm]
+        else:
+            perm = np.arange(n)
+            x_all = x_raw
         cpx = np.empty(n_peaks)
         for j in range(n_peaks):
             cpx[j] = (peak_r[j0 + j] - centre) / px_um
@@ -660,8 +681,8 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
                 while last + 1 < n_peaks and crowded[last + 1] and cpx[last + 1] - cpx[j] <= GROUP_SPAN_FWHM * gamma0_px:
                     last += 1
                 if not skip_crowded:
-                    _fit_crowded(x_all, perm, order, start, i_all, eta_all, cpx, j, last, gamma_run, half_window_px,
-                                 min_pixels, weighted, out[e, j0 + j:j0 + last + 1])
+                    _fit_crowded(x_all, is_sorted, perm, order, start, i_all, eta_all, cpx, j, last, gamma_run,
+                                 half_window_px, min_pixels, weighted, out[e, j0 + j:j0 + last + 1])
                     for k in range(j, last + 1):
                         row = out[e, j0 + k]
                         if row[9] == OK and k == j:
@@ -671,8 +692,8 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
                             row[1] = row[1] * px_um
                 j = last + 1
                 continue
-            _fit_lone(x_all, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px, min_pixels,
-                      weighted, out[e, j0 + j])
+            _fit_lone(x_all, is_sorted, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px,
+                      min_pixels, weighted, out[e, j0 + j])
             row = out[e, j0 + j]
             if row[9] == OK:
                 gamma_run = min(max(row[3], 0.5 * gamma0_px), 4.0 * gamma0_px)
@@ -683,28 +704,48 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
 
 
 @njit(**SERIAL)
-def _gather(x_all, perm, order, start, i_all, eta_all, lo, hi, max_pixels, origin):
-    """Pixels of the sorted bin with ``lo ≤ x ≤ hi`` (evenly strided down to ``max_pixels``); x relative to origin."""
-    a = np.searchsorted(x_all, lo, side="left")
-    b = np.searchsorted(x_all, hi, side="right")
-    m = b - a
+def _gather(x_all, is_sorted, perm, order, start, i_all, eta_all, lo, hi, max_pixels, origin):
+    """Pixels of the bin with ``lo ≤ x ≤ hi`` (evenly strided down to ``max_pixels``), x relative to ``origin``.
+
+    ``x_all[k]`` is the radius of pixel ``order[start + perm[k]]``; sorted ascending when ``is_sorted``.
+    Returns ``(x, y, eta, m)`` with ``m`` the number of pixels in the window before striding.
+    """
+    if is_sorted:
+        a = np.searchsorted(x_all, lo, side="left")
+        b = np.searchsorted(x_all, hi, side="right")
+        m = b - a
+    else:
+        a = 0
+        b = x_all.shape[0]
+        m = 0
+        for k in range(b):
+            if lo <= x_all[k] <= hi:
+                m += 1
     stride = max(1, (m + max_pixels - 1) // max_pixels)
     m_fit = (m + stride - 1) // stride if m > 0 else 0
     x = np.empty(m_fit)
     y = np.empty(m_fit)
     eta = np.empty(m_fit)
-    for i in range(m_fit):
-        k = a + i * stride
-        idx = order[start + perm[k]]
-        x[i] = x_all[k] - origin
-        y[i] = i_all[idx]
-        eta[i] = eta_all[idx]
+    seen = 0
+    i = 0
+    for k in range(a, b):
+        if i >= m_fit:
+            break
+        if not (lo <= x_all[k] <= hi):
+            continue
+        if seen % stride == 0:
+            idx = order[start + perm[k]]
+            x[i] = x_all[k] - origin
+            y[i] = i_all[idx]
+            eta[i] = eta_all[idx]
+            i += 1
+        seen += 1
     return x, y, eta, m
 
 
 @njit(**SERIAL)
-def _fit_lone(x_all, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px, min_pixels, weighted,
-              row):
+def _fit_lone(x_all, is_sorted, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px, min_pixels,
+              weighted, row):
     """One ring in its own window with its neighbours as free nuisance peaks (see :func:`fit_all_bins`)."""
     n_peaks = cpx.shape[0]
     c_main = cpx[j]
@@ -725,7 +766,7 @@ def _fit_lone(x_all, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half
             hi = max(hi, c_right + 2.0 * gamma0_px)
             if j < n_peaks - 2:
                 hi = min(hi, 0.5 * (c_right + cpx[j + 2]))
-    x, y, eta, m = _gather(x_all, perm, order, start, i_all, eta_all, lo, hi, MAX_FIT_PIXELS, c_main)
+    x, y, eta, m = _gather(x_all, is_sorted, perm, order, start, i_all, eta_all, lo, hi, MAX_FIT_PIXELS, c_main)
     if m < min_pixels:
         row[8] = m
         return
@@ -746,7 +787,7 @@ def _fit_lone(x_all, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half
 
 
 @njit(**SERIAL)
-def _fit_crowded(x_all, perm, order, start, i_all, eta_all, cpx, first, last, gamma0_px, half_window_px,
+def _fit_crowded(x_all, is_sorted, perm, order, start, i_all, eta_all, cpx, first, last, gamma0_px, half_window_px,
                  min_pixels, weighted, rows):
     """Rings ``first … last`` (crowded) in one tied window; row k of ``rows`` gets ring ``first + k`` (px, raw)."""
     n_peaks = cpx.shape[0]
@@ -755,7 +796,7 @@ def _fit_crowded(x_all, perm, order, start, i_all, eta_all, cpx, first, last, ga
     lo = cpx[first] - h
     hi = cpx[last] + h
     origin = 0.5 * (cpx[first] + cpx[last])
-    x, y, eta, m = _gather(x_all, perm, order, start, i_all, eta_all, lo, hi, MAX_GROUP_PIXELS, origin)
+    x, y, eta, m = _gather(x_all, is_sorted, perm, order, start, i_all, eta_all, lo, hi, MAX_GROUP_PIXELS, origin)
     if m < min_pixels:
         for k in range(last - first + 1):
             rows[k, 8] = m

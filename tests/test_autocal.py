@@ -158,3 +158,28 @@ def test_ge2048_robust_start(lsd_factor, dy, dz):
     assert res.converged, res.reason
     err = errors(res.geometry, truth)
     assert err["lsd_um"] <= 3.0 and err["bc_px"] <= 0.006 and err["tilt_deg"] <= 0.0015, err
+
+
+# ---- dense rings: LaB6 at a short distance, fully automatic ---------------------------------------------
+
+@pytest.mark.slow
+def test_lab6_short_fully_automatic():
+    """~340 rings 2–3 px apart at 2θ up to 49° (FWHM 1.5–3.5 px), tilts 0.5°/−0.3°, no guesses at all (the
+    parameter file's Lsd default of 1 m, search 0.05–5 m). The primitive-cubic pattern has near-aliases
+    (Lsd ×0.70, ×0.57 …) that the distance match must reject, and most rings overlap their neighbours.
+
+    Bounds: the ge2048 Poisson bounds scaled to the 4× shorter distance for Lsd (3 µm → 1 µm ≈ 4 µε) and
+    the beam centre / tilts at twice those bounds (the BC and tilt couple through the large 2θ); the
+    mean strain is a per-point scatter (~3 µε measured) whose mean over > 10⁴ points may not exceed 10 µε."""
+    cfg = scenario("lab6_short", seed=3)
+    image = simulate(cfg).image.astype(np.float64)
+    truth = cfg.geometry
+    m = cfg.material
+    rings = ring_table(m.space_group, m.lattice, m.wavelength_angstrom, d_min_angstrom=0.15)
+    res = calibrate(image, None, base_of(truth), rings)
+    assert res.converged, res.reason
+    assert res.guess["lsd_match"][0] == pytest.approx(truth.lsd_um, rel=0.01)  # the alias is rejected
+    err = errors(res.geometry, truth)
+    assert err["lsd_um"] <= 1.0 and err["bc_px"] <= 0.01 and err["tilt_deg"] <= 0.003, err
+    assert abs(res.geometry.p2 - truth.p2) < 5e-6
+    assert res.mean_strain < 1e-5 and len(res.points) > 10_000

@@ -68,3 +68,30 @@ def test_ring_clusters_merge_overlapping_windows():
     np.testing.assert_allclose(lo, [94.0, 124.0, 194.0])
     np.testing.assert_allclose(hi, [116.0, 136.0, 206.0])
     np.testing.assert_allclose(centre, (lo + hi) / 2)
+
+
+def test_tied_run_of_overlapping_peaks():
+    """Five peaks 0.8 FWHM apart (one blended hump): with their spacing known, the common shift is exact on
+    noise-free data whatever the amplitudes, and its σ is finite."""
+    x = np.sort(np.random.default_rng(3).uniform(-9, 9, 900))
+    centres = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
+    amps = [300.0, 1500.0, 200.0, 900.0, 50.0]
+    shift = 0.137
+    y = 120 + 2 * x + sum(pseudo_voigt(x, a, c + shift, 2.5, 0.5) for a, c in zip(amps, centres))
+    rows = np.full((3, 10), np.nan)
+    pk.fit_group(x, y, np.zeros_like(x), centres, 1, 3, 2.5, False, rows)
+    assert np.all(rows[:, 9] == pk.OK)
+    np.testing.assert_allclose(rows[:, 0], centres[1:4] + shift, atol=1e-6)
+    np.testing.assert_allclose(rows[:, 2], amps[1:4], rtol=1e-4)
+    assert np.all(np.isfinite(rows[:, 1]))
+
+
+def test_tied_shift_is_bounded_to_half_the_spacing():
+    """A comb cannot slide by a whole ring spacing (it would relabel every ring): shifts past half the
+    spacing end at the bound and are flagged, never reported as OK."""
+    x = np.linspace(-8, 8, 600)
+    centres = np.array([-3.0, 0.0, 3.0])
+    y = 100 + sum(pseudo_voigt(x, 1000, c + 2.0, 1.5, 0.3) for c in centres)
+    rows = np.full((1, 10), np.nan)
+    pk.fit_group(x, y, np.zeros_like(x), centres, 1, 1, 1.5, False, rows)
+    assert rows[0, 9] != pk.OK
