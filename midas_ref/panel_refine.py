@@ -299,8 +299,16 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     tth_all = np.radians([ring.two_theta_deg for ring in all_rings])
     geom, pan = geometry, panels
     fwhm = settings.fwhm_px
+    # one window for every cycle (from the starting FWHM), so the cycles fit the same peaks and their mean
+    # strains compare; a panel may sit up to tolShifts off its modelled place: its peaks must still fall
+    # well inside
+    half_window = settings.half_window_px or max(5.0, 2.5 * fwhm)
+    half_window = max(half_window, settings.freedom.shifts_px + 2.5 * fwhm)
+    if settings.doublet_separation_px > 0:
+        # overlapping windows are fitted jointly: make every pair closer than the separation overlap
+        half_window = max(half_window, 0.5 * settings.doublet_separation_px + fwhm)
     timings = {"extraction": 0.0, "fit": 0.0}
-    records, candidates, prev = [], [], None
+    records, candidates, prev, noise = [], [], None, None
     for iteration in range(1, settings.n_iterations + 1):
         t_it = time.perf_counter()
         max_r = max(math.hypot(cy - geom.bc_y_px, cz - geom.bc_z_px)
@@ -309,12 +317,6 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         if on.size < 2:
             raise CalibrationError(f"fewer than two rings fall on the detector at Lsd {geom.lsd_um:.0f} µm "
                                    "(wrong wavelength, lattice or distance?)")
-        half_window = settings.half_window_px or max(5.0, 2.5 * fwhm)
-        # a panel may sit up to tolShifts off its modelled place: its peaks must still fall well inside
-        half_window = max(half_window, settings.freedom.shifts_px + 2.5 * fwhm)
-        if settings.doublet_separation_px > 0:
-            # overlapping windows are fitted jointly: make every pair closer than the separation overlap
-            half_window = max(half_window, 0.5 * settings.doublet_separation_px + fwhm)
         t0 = time.perf_counter()
         points = extract_panel_peaks(image, mask, geom, pan, geom.lsd_um * np.tan(tth_all[on]),
                                      eta_bin_deg=settings.eta_bin_deg, half_window_px=half_window, fwhm_px=fwhm,
@@ -330,18 +332,22 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         fit_args = dict(panels=pan, free=settings.free, tolerances=settings.tolerances,
                         panel_freedom=settings.freedom, panel_anchor=panels, method=settings.optimizer,
                         max_evaluations=50000 if settings.optimizer == "nelder-mead" else 2000)
-        fit = fit_geometry(points.y_px, points.z_px, tt, geom, weights=w, **fit_args)
+        # the weak prior on panel corrections is worth one point at the residual noise level (of the previous
+        # cycle, then of this cycle's first fit): real data's systematic residuals must not drag a null mode
+        fit = fit_geometry(points.y_px, points.z_px, tt, geom, weights=w, panel_prior_strain=noise, **fit_args)
         # robust refit instead of dropping points: with free panel shifts the global parameters rest on the
         # fixed panel's few points, which a hard clip after a poor first fit can remove wholesale
         keep = _clip_outliers(fit.strain)
         res_sigma = 1.4826 * float(np.median(np.abs(fit.strain[keep] - np.median(fit.strain[keep]))))
+        noise = res_sigma
         if settings.optimizer == "least-squares":
             fit = fit_geometry(points.y_px, points.z_px, tt, fit.geometry, weights=w,
-                               robust_scale=max(3.0 * res_sigma, 1e-8), **dict(fit_args, panels=fit.panels))
+                               robust_scale=max(3.0 * res_sigma, 1e-8), panel_prior_strain=res_sigma,
+                               **dict(fit_args, panels=fit.panels))
             keep = _clip_outliers(fit.strain)
         else:
             fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, weights=w[keep],
-                               **dict(fit_args, panels=fit.panels))
+                               panel_prior_strain=res_sigma, **dict(fit_args, panels=fit.panels))
         timings["fit"] += time.perf_counter() - t0
         geom, pan = fit.geometry, fit.panels
         strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, pan)

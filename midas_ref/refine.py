@@ -155,7 +155,8 @@ _TABLE_COLUMN = {"dy_px": 2, "dz_px": 3, "dlsd_um": 6, "dp2": 7}
 class _Model:
     """Parameter vector ↔ (geometry, panel table), and the weighted strain residuals of the points."""
 
-    def __init__(self, y, z, tan_tth, sqrt_w, start, free, tolerances, panels, freedom, cartesian, anchor):
+    def __init__(self, y, z, tan_tth, sqrt_w, start, free, tolerances, panels, freedom, cartesian, anchor,
+                 prior_strain=None):
         self.y, self.z, self.tan_tth, self.sqrt_w = y, z, tan_tth, sqrt_w
         self.start, self.free, self.panels = start, free, panels
         self.col_to_iy, self.row_to_iz, self.n_z, self.table0 = kernel_tables(panels, start.shape)
@@ -209,10 +210,13 @@ class _Model:
         # to a bound. Powder rings cannot see a panel turning about the beam axis at all (its arcs slide along
         # themselves; only tilt ellipticity and distortion break the symmetry), so with tolRotation > 0 every
         # movable panel has such a near-null mode. A full-tolerance move costs as much as one point off by
-        # PANEL_PRIOR_STRAIN (1 µε), far below what a panel's points carry: determined corrections feel no pull.
+        # prior_strain — the points' noise level when known, else PANEL_PRIOR_STRAIN (1 µε) — far below what a
+        # panel's points carry: determined corrections feel no pull, but systematic residuals of real data
+        # cannot drag a null mode to its bound either.
         self.prior_scale = None
         if self.kinds and self.refined.size:
-            scale = PANEL_PRIOR_STRAIN * float(np.sqrt(np.mean(sqrt_w ** 2)))
+            strain = PANEL_PRIOR_STRAIN if prior_strain is None else max(prior_strain, PANEL_PRIOR_STRAIN)
+            scale = strain * float(np.sqrt(np.mean(sqrt_w ** 2)))
             self.prior_scale = scale / (self.hi[n_g:] - self.centre[n_g:])
         # slot of each point's panel among the refined ones (−1: fixed panel, gap, no panels), to scatter one
         # grouped perturbation into the right columns
@@ -302,7 +306,7 @@ class _Model:
 def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, panels: Panels | None = None,
                  free=FREE_DEFAULT, tolerances: Tolerances = Tolerances(), panel_freedom: PanelFreedom | None = None,
                  panel_anchor: Panels | None = None, method: str = "least-squares", robust_scale: float = 0.0,
-                 max_evaluations: int = 20000) -> FitResult:
+                 panel_prior_strain: float | None = None, max_evaluations: int = 20000) -> FitResult:
     """Refine the free geometry parameters (and panel corrections) so that every point lies on its ring.
 
     Parameters
@@ -327,6 +331,9 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         Centre of the panel bounds and of the weak prior (default: ``panels``). Iterated refinements pass the
         run's initial corrections, as CalibrantPanelShiftsOMP anchors its bounds at the initial values.
     method : {"least-squares", "nelder-mead"}
+    panel_prior_strain : float, optional
+        Strength of the weak prior on panel corrections: a full-tolerance move costs as much as one point off
+        by this strain (default :data:`PANEL_PRIOR_STRAIN`; pass the points' noise level when known).
     robust_scale : float
         Least squares only: > 0 switches to the pseudo-Huber loss (``soft_l1``) with this strain scale, so
         points beyond it pull with a constant (L1-like) force instead of a growing one — outliers lose their
@@ -353,7 +360,7 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)
     cartesian = method == "least-squares" and "p1" in free and "p3_deg" in free
     model = _Model(y, z, tan_tth, np.sqrt(w), start, free, tolerances, panels, panel_freedom, cartesian,
-                   panel_anchor)
+                   panel_anchor, panel_prior_strain)
     n_par = model.x0.size
     if n_par == 0:
         raise CalibrationError("every geometry parameter has a zero tolerance: nothing to fit")
