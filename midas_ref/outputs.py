@@ -352,7 +352,7 @@ def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> st
 
 def write_panel_corr_csv(path, result, start: Geometry) -> None:
     """CalibrantPanelShiftsOMP's 16-column corr.csv (spec legacy_engine.md §3.10) of the best iteration."""
-    from .panels import panel_bounds, point_panel_ids
+    from .panels import kernel_tables, panel_displacement, point_panel_ids
 
     pts = result.points
     g = result.geometry
@@ -362,20 +362,11 @@ def write_panel_corr_csv(path, result, start: Geometry) -> None:
     r_start, eta_start = pixel_to_r_eta(pts.y_px, pts.z_px, start, result.panels)
     strain_fit = np.abs(1 - r_fit / (g.lsd_um * ideal_tan))
     strain_start = np.abs(1 - r_start / (start.lsd_um * ideal_tan))
-    ids = point_panel_ids(pts.y_px, pts.z_px, result.panels)
-    table = {s.id: s for s in result.panels.shifts}
     # position after the panel transform (the corrected detector position)
-    y_corr = np.empty_like(pts.y_px)
-    z_corr = np.empty_like(pts.z_px)
-    bounds = panel_bounds(result.panels.layout)
-    for i in range(len(pts)):
-        s = table[ids[i]]
-        y_min, y_max, z_min, z_max = bounds[ids[i]]
-        cy, cz = (y_min + y_max) / 2.0, (z_min + z_max) / 2.0
-        c, sn = math.cos(math.radians(s.dtheta_deg)), math.sin(math.radians(s.dtheta_deg))
-        dy, dz = pts.y_px[i] - cy, pts.z_px[i] - cz
-        y_corr[i] = cy + dy * c - dz * sn + s.dy_px
-        z_corr[i] = cz + dy * sn + dz * c + s.dz_px
+    ids = point_panel_ids(pts.y_px, pts.z_px, result.panels)
+    _, _, _, table = kernel_tables(result.panels, g.shape)
+    d_y, d_z = panel_displacement(pts.y_px, pts.z_px, ids, table)
+    y_corr, z_corr = pts.y_px + d_y, pts.z_px + d_z
     ideal_r = g.lsd_um * ideal_tan
     fit_tth = np.degrees(np.arctan(r_fit / g.lsd_um))
     order = np.lexsort((eta_fit, pts.ring))

@@ -19,7 +19,7 @@ from .io import write_text_atomic
 from .params import PanelLayout, PanelShift
 
 __all__ = ["Panels", "panel_bounds", "panel_index_map", "read_panel_shifts", "write_panel_shifts",
-           "shift_magnitude_map", "kernel_tables", "point_panel_ids", "PANEL_TABLE_COLUMNS"]
+           "shift_magnitude_map", "kernel_tables", "point_panel_ids", "panel_displacement", "PANEL_TABLE_COLUMNS"]
 
 #: Column order of the per-panel table handed to the kernels.
 PANEL_TABLE_COLUMNS = ("center_y_px", "center_z_px", "dy_px", "dz_px", "cos_dtheta", "sin_dtheta",
@@ -178,6 +178,16 @@ def write_panel_shifts(path: str | Path, panels: Panels) -> None:
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def panel_displacement(y_px, z_px, ids, table):
+    """Displacement ``(ΔY, ΔZ)`` px that the panel transform (rotation about the panel centre, then shift)
+    applies to positions ``(y, z)`` on panels ``ids`` (kernel ``table`` rows; −1 ids get garbage — mask them).
+    The numpy twin of the transform in ``geometry_kernels.pixel_r_cs``, for outputs."""
+    t = table[np.clip(ids, 0, None)]
+    dy_rel, dz_rel = y_px - t[..., 0], z_px - t[..., 1]
+    return (dy_rel * t[..., 4] - dz_rel * t[..., 5] - dy_rel + t[..., 2],
+            dy_rel * t[..., 5] + dz_rel * t[..., 4] - dz_rel + t[..., 3])
+
+
 def shift_magnitude_map(panels: Panels, shape: tuple[int, int]) -> np.ndarray:
     """Per-pixel total panel displacement ``√((dY+rotDY)² + (dZ+rotDZ)²)`` in pixels, −1 on gaps.
 
@@ -188,12 +198,8 @@ def shift_magnitude_map(panels: Panels, shape: tuple[int, int]) -> np.ndarray:
     ids = np.where((col_to_iy[None, :] >= 0) & (row_to_iz[:, None] >= 0),
                    col_to_iy[None, :] * n_z + row_to_iz[:, None], -1)
     z, y = np.indices(shape, dtype=np.float64)
-    t = table[np.clip(ids, 0, None)]
-    dy_rel, dz_rel = y - t[..., 0], z - t[..., 1]
-    rot_dy = dy_rel * t[..., 4] - dz_rel * t[..., 5] - dy_rel
-    rot_dz = dy_rel * t[..., 5] + dz_rel * t[..., 4] - dz_rel
-    magnitude = np.hypot(t[..., 2] + rot_dy, t[..., 3] + rot_dz)
-    return np.where(ids >= 0, magnitude, -1.0).astype(np.float32)
+    d_y, d_z = panel_displacement(y, z, ids, table)
+    return np.where(ids >= 0, np.hypot(d_y, d_z), -1.0).astype(np.float32)
 
 
 def point_panel_ids(y_px, z_px, panels: Panels | None) -> np.ndarray:
