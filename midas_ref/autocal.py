@@ -16,11 +16,12 @@
    good rings from a tight distribution (legacy/README.md). Rejected rings stay in the peak model, so
    their intensity never leaks into a neighbour's fit;
 5. stop when the geometry no longer moves the points (RMS strain change) by more than the larger of
-   1e-7 and half the statistical uncertainty of the mean strain — real detectors have systematic
-   residuals that make the point set flicker between nearly identical solutions — or at the iteration cap, with an
-   explicit status. A converged run whose mean strain stays above ``StoppingStrain`` is reported with a
-   warning (the geometry is still the best the model can do); runs that do not converge, end on a
-   search bound or lose their rings FAIL and produce no refined parameters.
+   1e-7 and half the statistical uncertainty of the mean strain (``strain.AUTOCAL_*``; ``midas_ref.strain``
+   says why panel_refine's rule is stricter) — real detectors have systematic residuals that make the point
+   set flicker between nearly identical solutions — or at the iteration cap, with an explicit status. A
+   converged run whose mean strain stays above ``StoppingStrain`` is reported with a warning (the geometry
+   is still the best the model can do); runs that do not converge, end on a search bound or lose their rings
+   FAIL and produce no refined parameters.
 
 Library code never prints: progress goes through the optional ``progress(event, info)`` callback.
 """
@@ -41,16 +42,15 @@ from .preprocess import median_background, threshold_image
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain
 from .rings import Ring
+from .strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, clip_outliers, emit_progress,
+                     ring_statistics, strain_change_tolerance)
 
-__all__ = ["CalibrationSettings", "IterationRecord", "CalibrationResult", "calibrate", "ring_statistics"]
+__all__ = ["CalibrationSettings", "IterationRecord", "CalibrationResult", "calibrate"]
 
 #: Stages of freed parameters; the last one gains p4 when DistortionOrder is 6.
 STAGES = (("lsd_um", "bc_y_px", "bc_z_px"),
           ("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg"),
           FREE_DEFAULT)
-
-#: A geometry update whose RMS strain change over the points is below this counts as converged.
-CONVERGED_STRAIN_CHANGE = 1e-7
 
 
 @dataclass(frozen=True)
@@ -196,42 +196,13 @@ class CalibrationResult:
         return self.status == "CONVERGED"
 
 
-def _emit(progress, event, **info):
-    if progress is not None:
-        progress(event, info)
-
-
-def ring_statistics(ring_index, strain, n_rings):
-    """Per ring: number of points, mean signed strain, mean |strain|, standard error of the mean."""
-    count = np.bincount(ring_index, minlength=n_rings).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(ring_index, weights=strain, minlength=n_rings) / count
-        mean_abs = np.bincount(ring_index, weights=np.abs(strain), minlength=n_rings) / count
-        var = np.bincount(ring_index, weights=strain ** 2, minlength=n_rings) / count - mean ** 2
-        sem = np.sqrt(np.maximum(var, 0) / np.maximum(count - 1, 1))
-    return count, mean, mean_abs, sem
-
-
-def _clip_outliers(strain, n_sigma=5.0, passes=3):
-    """Inliers by iterated median/MAD clipping (at least 0.1 µε wide)."""
-    keep = np.isfinite(strain)
-    for _ in range(passes):
-        med = np.median(strain[keep])
-        sigma = 1.4826 * np.median(np.abs(strain[keep] - med))
-        new = np.isfinite(strain) & (np.abs(strain - med) <= max(n_sigma * sigma, 1e-7))
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return keep
-
-
 def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSettings, progress=None):
     """Background, threshold, beam centre and distance guesses. Returns (geometry, details, bg, binary, T)."""
     t0 = time.perf_counter()
     if settings.no_median:
         background = np.zeros_like(image)
     else:
-        _emit(progress, "background")
+        emit_progress(progress, "background")
         background = median_background(image, mask)
     corrected = image - background
     binary, thr = threshold_image(corrected, mask, settings.threshold)
@@ -239,7 +210,7 @@ def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSe
     if binary.sum() < 20:
         raise CalibrationError(f"no rings found: only {int(binary.sum())} pixels above the threshold {thr:.4g}")
     details = {"threshold": thr, "seconds_background": t_bg}
-    _emit(progress, "guess")
+    emit_progress(progress, "guess")
     if settings.bc_guess_px is not None:
         start_yz = tuple(map(float, settings.bc_guess_px))
         search = 40.0
@@ -369,7 +340,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         t0 = time.perf_counter()
         fit = fit_geometry(points.y_px, points.z_px, tt, replace(anchor, **{k: getattr(geom, k) for k in free}),
                            panels=panels, free=free, tolerances=settings.tolerances, method=settings.optimizer)
-        keep = _clip_outliers(fit.strain)
+        keep = clip_outliers(fit.strain)
         fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, panels=panels, free=free,
                            tolerances=settings.tolerances, method=settings.optimizer)
         timings["fit"] += time.perf_counter() - t0
@@ -392,15 +363,16 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         records.append(IterationRecord(iteration, stage, int(keep.sum()), int(np.unique(ring_of_point).size),
                                        float(inl.mean()), float(inl.std()), geom, tuple(excluded),
                                        time.perf_counter() - t_it))
-        _emit(progress, "iteration", record=records[-1], change=change)
+        emit_progress(progress, "iteration", record=records[-1], change=change)
         in_stage += 1
         if stage < len(stages) - 1:
             # early stages only bring the windows onto the rings: one pass each
-            if change < CONVERGED_STRAIN_CHANGE * 100 or in_stage >= 1:
+            if change < AUTOCAL_CONVERGED_STRAIN_CHANGE * 100 or in_stage >= 1:
                 stage += 1
                 in_stage = 0
             continue
-        tolerance = max(CONVERGED_STRAIN_CHANGE, 0.5 * float(inl.std()) / math.sqrt(max(inl.size, 1)))
+        tolerance = strain_change_tolerance(float(inl.std()), inl.size, floor=AUTOCAL_CONVERGED_STRAIN_CHANGE,
+                                            fraction=AUTOCAL_SEM_FRACTION)
         if min(change, cycle) >= tolerance:
             continue
         # converged in the final stage: ring rejection (MultFactor), then done when nothing new is rejected
@@ -412,7 +384,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         new_bad = [rings[k].ring_nr for k in np.flatnonzero(bad) if rings[k].ring_nr not in excluded]
         if new_bad:
             excluded.extend(new_bad)
-            _emit(progress, "rings_rejected", rings=tuple(new_bad))
+            emit_progress(progress, "rings_rejected", rings=tuple(new_bad))
             continue
         status, reason = "CONVERGED", ""
         break

@@ -45,11 +45,21 @@ def tilt_matrix(tx_deg: float, ty_deg: float, tz_deg: float) -> np.ndarray:
 def kernel_vector(geometry: Geometry) -> np.ndarray:
     """Pack ``geometry`` into the float64 vector the kernels take (layout ``geometry_kernels.G_LAYOUT``)."""
     g = np.empty(_k.G_SIZE)
-    g[0:4] = (geometry.lsd_um, geometry.bc_y_px, geometry.bc_z_px, geometry.px_um)
-    g[4:13] = tilt_matrix(geometry.tx_deg, geometry.ty_deg, geometry.tz_deg).ravel()
+    g[_k.G_LSD] = geometry.lsd_um
+    g[_k.G_BC_Y] = geometry.bc_y_px
+    g[_k.G_BC_Z] = geometry.bc_z_px
+    g[_k.G_PX] = geometry.px_um
+    g[list(_k.G_TILT)] = tilt_matrix(geometry.tx_deg, geometry.ty_deg, geometry.tz_deg).ravel()
     p3 = math.radians(geometry.p3_deg)
-    g[13:22] = (geometry.p0, geometry.p1, geometry.p2, p3, geometry.p4, geometry.p5, geometry.rho_d_um,
-                math.cos(p3), math.sin(p3))
+    g[_k.G_P0] = geometry.p0
+    g[_k.G_P1] = geometry.p1
+    g[_k.G_P2] = geometry.p2
+    g[_k.G_P3] = p3
+    g[_k.G_P4] = geometry.p4
+    g[_k.G_P5] = geometry.p5
+    g[_k.G_RHO_D] = geometry.rho_d_um
+    g[_k.G_COS_P3] = math.cos(p3)
+    g[_k.G_SIN_P3] = math.sin(p3)
     return g
 
 

@@ -1,7 +1,8 @@
 """Numba kernels of the geometry model (``docs/geometry.md``); radians and float64 only.
 
-Geometry is passed as one float64 vector ``g`` (layout :data:`G_LAYOUT`, built by
-``geometry.kernel_vector``) and panels as the lookup tables of ``panels.kernel_tables``. The scalar
+Geometry is passed as one float64 vector ``g`` (layout :data:`G_LAYOUT`, indexed by the ``G_*`` constants,
+built by ``geometry.kernel_vector``) and panels as the lookup tables of ``panels.kernel_tables`` (table
+columns :data:`PANEL_TABLE_COLUMNS`, indexed by the ``PT_*`` constants). The scalar
 functions (``pixel_r_cs``, ``panel_of``, ...) are meant to be called from other kernels too (simulator
 rendering, profile extraction), so the model exists once.
 """
@@ -14,11 +15,53 @@ from numba import njit, prange
 
 from ._numba import PARALLEL, SERIAL
 
-#: Index of each quantity in the geometry vector ``g``.
+#: Index of each quantity in the geometry vector ``g`` (``t_ij`` = element (i, j) of the tilt matrix
+#: ``geometry.tilt_matrix``; ``cos_p3``/``sin_p3`` are precomputed from ``p3_rad``).
 G_LAYOUT = ("lsd_um", "bc_y_px", "bc_z_px", "px_um",
             "t00", "t01", "t02", "t10", "t11", "t12", "t20", "t21", "t22",
             "p0", "p1", "p2", "p3_rad", "p4", "p5", "rho_d_um", "cos_p3", "sin_p3")
 G_SIZE = len(G_LAYOUT)
+
+# Named indices into ``g``, derived from G_LAYOUT so the two cannot drift. Numba freezes module-level ints
+# as compile-time constants: ``g[G_RHO_D]`` costs what ``g[19]`` did.
+G_LSD = G_LAYOUT.index("lsd_um")
+G_BC_Y = G_LAYOUT.index("bc_y_px")
+G_BC_Z = G_LAYOUT.index("bc_z_px")
+G_PX = G_LAYOUT.index("px_um")
+G_T00 = G_LAYOUT.index("t00")
+G_T01 = G_LAYOUT.index("t01")
+G_T02 = G_LAYOUT.index("t02")
+G_T10 = G_LAYOUT.index("t10")
+G_T11 = G_LAYOUT.index("t11")
+G_T12 = G_LAYOUT.index("t12")
+G_T20 = G_LAYOUT.index("t20")
+G_T21 = G_LAYOUT.index("t21")
+G_T22 = G_LAYOUT.index("t22")
+G_P0 = G_LAYOUT.index("p0")
+G_P1 = G_LAYOUT.index("p1")
+G_P2 = G_LAYOUT.index("p2")
+G_P3 = G_LAYOUT.index("p3_rad")
+G_P4 = G_LAYOUT.index("p4")
+G_P5 = G_LAYOUT.index("p5")
+G_RHO_D = G_LAYOUT.index("rho_d_um")
+G_COS_P3 = G_LAYOUT.index("cos_p3")
+G_SIN_P3 = G_LAYOUT.index("sin_p3")
+#: Indices of the tilt matrix elements in row-major order (``g[list(G_TILT)] = T.ravel()``).
+G_TILT = (G_T00, G_T01, G_T02, G_T10, G_T11, G_T12, G_T20, G_T21, G_T22)
+
+#: Column order of the per-panel table (``panels.kernel_tables``): panel centre (px), shift (px), cos and
+#: sin of the in-plane rotation dθ, distance offset dLsd (µm), p2 offset.
+PANEL_TABLE_COLUMNS = ("center_y_px", "center_z_px", "dy_px", "dz_px", "cos_dtheta", "sin_dtheta",
+                       "dlsd_um", "dp2")
+PT_SIZE = len(PANEL_TABLE_COLUMNS)
+PT_CENTER_Y = PANEL_TABLE_COLUMNS.index("center_y_px")
+PT_CENTER_Z = PANEL_TABLE_COLUMNS.index("center_z_px")
+PT_DY = PANEL_TABLE_COLUMNS.index("dy_px")
+PT_DZ = PANEL_TABLE_COLUMNS.index("dz_px")
+PT_COS = PANEL_TABLE_COLUMNS.index("cos_dtheta")
+PT_SIN = PANEL_TABLE_COLUMNS.index("sin_dtheta")
+PT_DLSD = PANEL_TABLE_COLUMNS.index("dlsd_um")
+PT_DP2 = PANEL_TABLE_COLUMNS.index("dp2")
 
 _NEWTON_MAX_ITER = 60
 _NEWTON_TOL_UM = 1e-9
@@ -31,17 +74,17 @@ def distortion_factor(rad_um, cos_eta, sin_eta, g, p2):
     With η' = 90° − η: cos 2η' = −cos 2η and cos(4η' + p3) = cos(4η − p3), so the harmonics follow from
     cos η, sin η by double-angle identities (no trigonometric calls in the hot loop).
     """
-    rho = rad_um / g[19]
+    rho = rad_um / g[G_RHO_D]
     rho2 = rho * rho
     rho4 = rho2 * rho2
     cos2 = cos_eta * cos_eta - sin_eta * sin_eta
     sin2 = 2.0 * sin_eta * cos_eta
     c2 = -cos2
-    c4 = (cos2 * cos2 - sin2 * sin2) * g[20] + 2.0 * sin2 * cos2 * g[21]
-    d = 1.0 + g[13] * rho2 * c2 + g[14] * rho4 * c4 + p2 * rho2 + g[17] * rho4 * rho2 + g[18] * rho4
-    dd_drho = (2.0 * g[13] * rho * c2 + 4.0 * g[14] * rho2 * rho * c4 + 2.0 * p2 * rho
-               + 6.0 * g[17] * rho4 * rho + 4.0 * g[18] * rho2 * rho)
-    return d, dd_drho / g[19]
+    c4 = (cos2 * cos2 - sin2 * sin2) * g[G_COS_P3] + 2.0 * sin2 * cos2 * g[G_SIN_P3]
+    d = 1.0 + g[G_P0] * rho2 * c2 + g[G_P1] * rho4 * c4 + p2 * rho2 + g[G_P4] * rho4 * rho2 + g[G_P5] * rho4
+    dd_drho = (2.0 * g[G_P0] * rho * c2 + 4.0 * g[G_P1] * rho2 * rho * c4 + 2.0 * p2 * rho
+               + 6.0 * g[G_P4] * rho4 * rho + 4.0 * g[G_P5] * rho2 * rho)
+    return d, dd_drho / g[G_RHO_D]
 
 
 @njit(**SERIAL)
@@ -51,11 +94,11 @@ def detector_r_cs(y, z, g, lsd, p2):
     ``y``/``z`` are detector positions in pixels *after* any panel correction; ``lsd``/``p2`` are the
     (possibly per-panel) distance and p2 coefficient. η = atan2(−y', z') of the tilted vector.
     """
-    yc = (g[1] - y) * g[3]
-    zc = (z - g[2]) * g[3]
-    xp = g[5] * yc + g[6] * zc
-    yp = g[8] * yc + g[9] * zc
-    zp = g[11] * yc + g[12] * zc
+    yc = (g[G_BC_Y] - y) * g[G_PX]
+    zc = (z - g[G_BC_Z]) * g[G_PX]
+    xp = g[G_T01] * yc + g[G_T02] * zc
+    yp = g[G_T11] * yc + g[G_T12] * zc
+    zp = g[G_T21] * yc + g[G_T22] * zc
     norm = math.sqrt(yp * yp + zp * zp)
     rad = lsd / (lsd + xp) * norm
     if norm > 0.0:
@@ -89,16 +132,16 @@ def pixel_r_cs(y, z, g, col_to_iy, row_to_iz, n_panels_z, table):
     ``r_um`` is expressed as ``Lsd·tan 2θ`` with the *global* Lsd, whatever the panel's dLsd.
     """
     pid = panel_of(y, z, col_to_iy, row_to_iz, n_panels_z)
-    lsd = g[0]
+    lsd = g[G_LSD]
     if pid < 0:
-        return detector_r_cs(y, z, g, lsd, g[15])
+        return detector_r_cs(y, z, g, lsd, g[G_P2])
     row = table[pid]
-    dy = y - row[0]
-    dz = z - row[1]
-    yy = row[0] + dy * row[4] - dz * row[5] + row[2]
-    zz = row[1] + dy * row[5] + dz * row[4] + row[3]
-    lsd_p = lsd + row[6]
-    r, cos_eta, sin_eta = detector_r_cs(yy, zz, g, lsd_p, g[15] + row[7])
+    dy = y - row[PT_CENTER_Y]
+    dz = z - row[PT_CENTER_Z]
+    yy = row[PT_CENTER_Y] + dy * row[PT_COS] - dz * row[PT_SIN] + row[PT_DY]
+    zz = row[PT_CENTER_Z] + dy * row[PT_SIN] + dz * row[PT_COS] + row[PT_DZ]
+    lsd_p = lsd + row[PT_DLSD]
+    r, cos_eta, sin_eta = detector_r_cs(yy, zz, g, lsd_p, g[G_P2] + row[PT_DP2])
     return r * lsd / lsd_p, cos_eta, sin_eta
 
 
@@ -160,32 +203,32 @@ def detector_position(r_corr_um, eta_rad, g, lsd, p2):
     d0 = 1.0
     d1 = -t * sin_eta
     d2 = t * cos_eta
-    n_dot_d = g[4] * d0 + g[7] * d1 + g[10] * d2
-    s = lsd * g[4] / n_dot_d
+    n_dot_d = g[G_T00] * d0 + g[G_T10] * d1 + g[G_T20] * d2
+    s = lsd * g[G_T00] / n_dot_d
     v0 = s * d0 - lsd
     v1 = s * d1
     v2 = s * d2
     # (0, Yc, Zc) = Tᵀ·(P − L)
-    yc = g[5] * v0 + g[8] * v1 + g[11] * v2
-    zc = g[6] * v0 + g[9] * v1 + g[12] * v2
-    return g[1] - yc / g[3], g[2] + zc / g[3]
+    yc = g[G_T01] * v0 + g[G_T11] * v1 + g[G_T21] * v2
+    zc = g[G_T02] * v0 + g[G_T12] * v1 + g[G_T22] * v2
+    return g[G_BC_Y] - yc / g[G_PX], g[G_BC_Z] + zc / g[G_PX]
 
 
 @njit(**SERIAL)
 def r_eta_pixel(r_um, eta_rad, g, col_to_iy, row_to_iz, n_panels_z, table):
     """Raw pixel position (y, z) of (r_um, η): inverse of :func:`pixel_r_cs`, NaN where nothing maps."""
-    lsd = g[0]
+    lsd = g[G_LSD]
     for pid in range(table.shape[0]):
         row = table[pid]
-        lsd_p = lsd + row[6]
-        yy, zz = detector_position(r_um * lsd_p / lsd, eta_rad, g, lsd_p, g[15] + row[7])
-        dy = yy - row[2] - row[0]
-        dz = zz - row[3] - row[1]
-        y = row[0] + dy * row[4] + dz * row[5]
-        z = row[1] - dy * row[5] + dz * row[4]
+        lsd_p = lsd + row[PT_DLSD]
+        yy, zz = detector_position(r_um * lsd_p / lsd, eta_rad, g, lsd_p, g[G_P2] + row[PT_DP2])
+        dy = yy - row[PT_DY] - row[PT_CENTER_Y]
+        dz = zz - row[PT_DZ] - row[PT_CENTER_Z]
+        y = row[PT_CENTER_Y] + dy * row[PT_COS] + dz * row[PT_SIN]
+        z = row[PT_CENTER_Z] - dy * row[PT_SIN] + dz * row[PT_COS]
         if panel_of(y, z, col_to_iy, row_to_iz, n_panels_z) == pid:
             return y, z
-    y, z = detector_position(r_um, eta_rad, g, lsd, g[15])
+    y, z = detector_position(r_um, eta_rad, g, lsd, g[G_P2])
     if table.shape[0] > 0 and panel_of(y, z, col_to_iy, row_to_iz, n_panels_z) >= 0:
         return math.nan, math.nan  # lands on a panel whose correction does not send it there
     return y, z

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .autocal import CalibrationResult, ring_statistics
+from .autocal import CalibrationResult
 from .geometry import pixel_to_r_eta
 from .io import atomic_output, atomic_path, write_text_atomic
 from .params import Geometry
+from .strain import panel_mean_strain, panel_point_counts, ring_statistics
 
 __all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "write_autocal_log", "save_plots_hdf",
            "make_plots", "summary_text", "per_ring_table", "panel_report_text", "indices_per_panel",
@@ -282,8 +283,6 @@ def _mean_values_block(geometry: Geometry, abs_strain_inliers: np.ndarray) -> st
 
 def indices_per_panel(result) -> str:
     """The "Indices per Panel" coverage map: points per panel laid out as on the detector (rows = Z)."""
-    from .panel_refine import panel_point_counts
-
     lay = result.panels.layout
     counts = panel_point_counts(result.points.y_px[~result.outlier], result.points.z_px[~result.outlier],
                                 result.panels)
@@ -295,8 +294,6 @@ def indices_per_panel(result) -> str:
 
 def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> str:
     """Console report of a panel refinement: geometry, per-ring and per-panel tables, coverage, Mean Values."""
-    from .panel_refine import panel_mean_strain, panel_point_counts
-
     g = result.geometry
     keep = ~result.outlier
     out = _io.StringIO()
@@ -387,7 +384,6 @@ def write_panel_outputs(out_dir, shifts_path, result, pf, *, stem: str, start: G
     ``refined_panel_params.txt`` (the input parameter file with the refined geometry; it re-runs as is),
     ``<stem>_convergence_history.csv`` and ``<stem>.corr.csv``."""
     from .io import write_tiff
-    from .panel_refine import panel_mean_strain
     from .panels import panel_index_map, point_panel_ids, shift_magnitude_map, write_panel_shifts
     from .params import params_from_geometry
 

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from .autocal import _clip_outliers, _emit
 from .errors import CalibrationError
 from .panels import Panels, panel_index_map, point_panel_ids
 from .params import Geometry
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, PanelFreedom, Tolerances, fit_geometry, point_strain
 from .rings import Ring
+from .strain import (PANEL_CONVERGED_STRAIN_CHANGE, PANEL_SEM_FRACTION, clip_outliers, emit_progress,
+                     legacy_strain_statistics, strain_change_tolerance)
 
-__all__ = ["PanelSettings", "PanelIteration", "PanelResult", "refine_panels", "extract_panel_peaks",
-           "legacy_strain_statistics", "panel_point_counts", "panel_mean_strain"]
+__all__ = ["PanelSettings", "PanelIteration", "PanelResult", "refine_panels", "extract_panel_peaks"]
 
 
 @dataclass(frozen=True)
@@ -175,54 +175,8 @@ class PanelResult:
     timings: dict = field(default_factory=dict)
 
 
-#: RMS strain change between iterations below which the refinement has converged (also 0.1 σ/√n).
-CONVERGED_STRAIN_CHANGE = 1e-8
-
 #: A panel whose dY or dZ standard error is above this (pixels) is reported as poorly constrained.
 POORLY_CONSTRAINED_PX = 0.05
-
-
-def legacy_strain_statistics(abs_strain, mult_factor: float, passes: int):
-    """Inliers, mean and population std of |ε| after CalibrantPanelShiftsOMP's clipping (spec §3.8).
-
-    With ``mult_factor`` > 0: up to ``passes`` times, inliers = points with |ε| ≤ mult_factor × mean of the
-    previous inliers (re-evaluated over all points, so points can come back); stops when the mean changes by
-    less than 1e-10. Without: every finite point.
-    """
-    s = np.asarray(abs_strain, dtype=np.float64)
-    keep = np.isfinite(s)
-    if not keep.any():
-        return keep, math.nan, math.nan
-    mean = float(s[keep].mean())
-    if mult_factor > 0:
-        for _ in range(passes):
-            new = np.isfinite(s) & (s <= mult_factor * mean)
-            if not new.any():
-                break
-            keep = new
-            new_mean = float(s[keep].mean())
-            done = abs(new_mean - mean) < 1e-10
-            mean = new_mean
-            if done:
-                break
-    return keep, mean, float(s[keep].std())
-
-
-def panel_point_counts(y_px, z_px, panels: Panels) -> np.ndarray:
-    """Points per panel, shape (n_panels,)."""
-    ids = point_panel_ids(y_px, z_px, panels)
-    return np.bincount(ids[ids >= 0], minlength=panels.layout.n_panels)
-
-
-def panel_mean_strain(y_px, z_px, abs_strain, panels: Panels) -> np.ndarray:
-    """Mean |ε| per panel (NaN for a panel without points), shape (n_panels,)."""
-    ids = point_panel_ids(y_px, z_px, panels)
-    ok = ids >= 0
-    n = panels.layout.n_panels
-    count = np.bincount(ids[ok], minlength=n).astype(float)
-    total = np.bincount(ids[ok], weights=np.asarray(abs_strain)[ok], minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
 
 
 def extract_panel_peaks(image, mask, geometry: Geometry, panels: Panels, ring_r_um, **options) -> PeakPoints:
@@ -337,14 +291,14 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         fit = fit_geometry(points.y_px, points.z_px, tt, geom, weights=w, panel_prior_strain=noise, **fit_args)
         # robust refit instead of dropping points: with free panel shifts the global parameters rest on the
         # fixed panel's few points, which a hard clip after a poor first fit can remove wholesale
-        keep = _clip_outliers(fit.strain)
+        keep = clip_outliers(fit.strain)
         res_sigma = 1.4826 * float(np.median(np.abs(fit.strain[keep] - np.median(fit.strain[keep]))))
         noise = res_sigma
         if settings.optimizer == "least-squares":
             fit = fit_geometry(points.y_px, points.z_px, tt, fit.geometry, weights=w,
                                robust_scale=max(3.0 * res_sigma, 1e-8), panel_prior_strain=res_sigma,
                                **dict(fit_args, panels=fit.panels))
-            keep = _clip_outliers(fit.strain)
+            keep = clip_outliers(fit.strain)
         else:
             fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, weights=w[keep],
                                panel_prior_strain=res_sigma, **dict(fit_args, panels=fit.panels))
@@ -361,14 +315,15 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         rec = PanelIteration(iteration, int(inl.sum()), mean, std, geom, pan, fit.n_evaluations,
                              time.perf_counter() - t_it)
         records.append(rec)
-        _emit(progress, "iteration", record=rec)
+        emit_progress(progress, "iteration", record=rec)
         candidates.append((rec, points, tt, strain, ~inl, fit))
         if prev is not None:
             # converged when the new model moves the points by less than a fraction of their noise
             moved = strain - point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), *prev)
             moved = moved[inl & np.isfinite(moved)]
             change = float(np.sqrt(np.mean(moved ** 2))) if moved.size else 0.0
-            if change < max(CONVERGED_STRAIN_CHANGE, 0.1 * std / math.sqrt(max(int(inl.sum()), 1))):
+            if change < strain_change_tolerance(std, int(inl.sum()), floor=PANEL_CONVERGED_STRAIN_CHANGE,
+                                                fraction=PANEL_SEM_FRACTION):
                 break
         prev = (geom, pan)
     # best = lowest mean strain (nIterations), among iterations that kept most of the points: a mean over a

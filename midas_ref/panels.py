@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GeometryError, ParameterFileError
+from .geometry_kernels import (PANEL_TABLE_COLUMNS, PT_CENTER_Y, PT_CENTER_Z, PT_COS, PT_DLSD, PT_DP2, PT_DY,
+                               PT_DZ, PT_SIN, PT_SIZE)
 from .io import write_text_atomic
 from .params import PanelLayout, PanelShift
 
 __all__ = ["Panels", "panel_bounds", "panel_index_map", "read_panel_shifts", "write_panel_shifts",
            "shift_magnitude_map", "kernel_tables", "point_panel_ids", "panel_displacement", "PANEL_TABLE_COLUMNS"]
 
-#: Column order of the per-panel table handed to the kernels.
-PANEL_TABLE_COLUMNS = ("center_y_px", "center_z_px", "dy_px", "dz_px", "cos_dtheta", "sin_dtheta",
-                       "dlsd_um", "dp2")
+# PANEL_TABLE_COLUMNS (column order of the per-panel table handed to the kernels) and its PT_* indices are
+# defined in geometry_kernels, the lowest layer, which reads the table; re-exported here.
 
 
 def _starts(n: int, size: int, gaps: tuple[int, ...]) -> list[int]:
@@ -112,21 +113,28 @@ def kernel_tables(panels: Panels | None, shape: tuple[int, int]):
         Panel grid index of every column / row (−1 in gaps).
     n_panels_z : int
     table : ndarray of shape (n_panels, 8), float64
-        Columns :data:`PANEL_TABLE_COLUMNS`.
+        Columns :data:`PANEL_TABLE_COLUMNS` (indices ``geometry_kernels.PT_*``).
 
     With ``panels=None`` the lookups are all −1 and the table is empty: no correction anywhere.
     """
     rows, cols = shape
     if panels is None:
-        return (np.full(cols, -1, np.int64), np.full(rows, -1, np.int64), 1, np.zeros((0, 8)))
+        return (np.full(cols, -1, np.int64), np.full(rows, -1, np.int64), 1, np.zeros((0, PT_SIZE)))
     lay = panels.layout
     bounds = panel_bounds(lay)
-    table = np.empty((lay.n_panels, 8))
+    table = np.empty((lay.n_panels, PT_SIZE))
     for i, s in enumerate(panels.shifts):
         y_min, y_max, z_min, z_max = bounds[i]
         theta = math.radians(s.dtheta_deg)
-        table[i] = ((y_min + y_max) / 2.0, (z_min + z_max) / 2.0, s.dy_px, s.dz_px, math.cos(theta),
-                    math.sin(theta), s.dlsd_um, s.dp2)
+        row = table[i]
+        row[PT_CENTER_Y] = (y_min + y_max) / 2.0
+        row[PT_CENTER_Z] = (z_min + z_max) / 2.0
+        row[PT_DY] = s.dy_px
+        row[PT_DZ] = s.dz_px
+        row[PT_COS] = math.cos(theta)
+        row[PT_SIN] = math.sin(theta)
+        row[PT_DLSD] = s.dlsd_um
+        row[PT_DP2] = s.dp2
     return (_axis_lookup(cols, lay.n_panels_y, lay.size_y_px, lay.gaps_y_px),
             _axis_lookup(rows, lay.n_panels_z, lay.size_z_px, lay.gaps_z_px), lay.n_panels_z, table)
 
@@ -183,9 +191,10 @@ def panel_displacement(y_px, z_px, ids, table):
     applies to positions ``(y, z)`` on panels ``ids`` (kernel ``table`` rows; −1 ids get garbage — mask them).
     The numpy twin of the transform in ``geometry_kernels.pixel_r_cs``, for outputs."""
     t = table[np.clip(ids, 0, None)]
-    dy_rel, dz_rel = y_px - t[..., 0], z_px - t[..., 1]
-    return (dy_rel * t[..., 4] - dz_rel * t[..., 5] - dy_rel + t[..., 2],
-            dy_rel * t[..., 5] + dz_rel * t[..., 4] - dz_rel + t[..., 3])
+    cos, sin = t[..., PT_COS], t[..., PT_SIN]
+    dy_rel, dz_rel = y_px - t[..., PT_CENTER_Y], z_px - t[..., PT_CENTER_Z]
+    return (dy_rel * cos - dz_rel * sin - dy_rel + t[..., PT_DY],
+            dy_rel * sin + dz_rel * cos - dz_rel + t[..., PT_DZ])
 
 
 def shift_magnitude_map(panels: Panels, shape: tuple[int, int]) -> np.ndarray:

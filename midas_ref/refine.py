@@ -148,8 +148,9 @@ _STEP = {"lsd_um": 1e-2, "bc_y_px": 1e-5, "bc_z_px": 1e-5, "tx_deg": 1e-6, "ty_d
 #: Strain scale of the weak prior on panel corrections (see ``_Model``).
 PANEL_PRIOR_STRAIN = 1e-6
 
-#: Column of each correction kind in the kernel panel table (``panels.PANEL_TABLE_COLUMNS``).
-_TABLE_COLUMN = {"dy_px": 2, "dz_px": 3, "dlsd_um": 6, "dp2": 7}
+#: Column of each correction kind in the kernel panel table (``geometry_kernels.PANEL_TABLE_COLUMNS``);
+#: dtheta_deg fills two columns, ``PT_COS`` and ``PT_SIN``.
+_TABLE_COLUMN = {"dy_px": _gk.PT_DY, "dz_px": _gk.PT_DZ, "dlsd_um": _gk.PT_DLSD, "dp2": _gk.PT_DP2}
 
 
 class _Model:
@@ -241,8 +242,8 @@ class _Model:
         for k, (kind, _) in enumerate(self.kinds):
             v = x[self.n_global + k * n:self.n_global + (k + 1) * n]
             if kind == "dtheta_deg":
-                table[self.refined, 4] = np.cos(np.radians(v))
-                table[self.refined, 5] = np.sin(np.radians(v))
+                table[self.refined, _gk.PT_COS] = np.cos(np.radians(v))
+                table[self.refined, _gk.PT_SIN] = np.sin(np.radians(v))
             else:
                 table[self.refined, _TABLE_COLUMN[kind]] = v
         return table

@@ -9,7 +9,7 @@ import pytest
 
 from midas_ref import CalibrationError, Geometry
 from midas_ref.geometry import r_eta_to_pixel
-from midas_ref.panel_refine import legacy_strain_statistics
+from midas_ref.strain import legacy_strain_statistics
 from midas_ref.panels import Panels, point_panel_ids
 from midas_ref.params import PanelLayout, PanelShift
 from midas_ref.refine import PanelFreedom, Tolerances, _Model, fit_geometry, point_strain
