@@ -6,16 +6,17 @@ in numba-backed modules are resolved on first access (PEP 562), and the kernels 
 
 from importlib import import_module
 
+from .detector import Geometry, PanelLayout, PanelShift, default_rho_d_um
 from .errors import (CalibrationError, GeometryError, ImageReadError, MidasRefError,
                      ParameterFileError, RingTableError)
-from .params import Geometry, PanelLayout, PanelShift, default_rho_d_um
 
 __version__ = "0.1.0"
 
 #: name → module of the lazily imported public API
 _LAZY = {
     "read_parameter_file": "params", "write_refined_params": "params", "geometry_from_params": "params",
-    "panel_layout_from_params": "params",
+    "panel_layout_from_params": "params", "params_from_geometry": "params",
+    "calibration_inputs": "inputs", "CalibrationInputs": "inputs", "panel_inputs": "inputs", "PanelInputs": "inputs",
     "ring_table": "rings",
     "load_image": "io",
     "pixel_to_r_eta": "geometry", "r_eta_to_pixel": "geometry", "two_theta_map": "geometry",

@@ -21,7 +21,9 @@ import zipfile
 import numpy as np
 
 from ._formats import as_stack
+from .atomic import atomic_path
 from .errors import ImageReadError, MidasRefError
+from .params import ZIP_NAMES
 
 FORMAT_VERSION = 1
 AXES_NOTE = "exchange/* arrays are (frame, row = Z, col = Y); BC is YCen (col), ZCen (row) in pixels"
@@ -33,12 +35,6 @@ MASK_LOC = "exchange/mask"
 SCAN_GROUP = "measurement/process/scan_parameters"
 ANALYSIS_GROUP = "analysis/process/analysis_parameters"
 
-#: Legacy key → name in ``analysis_parameters`` (BC, OmegaStep and OmegaStart are handled separately).
-RENAMES = {
-    "px": "PixelSize", "LatticeConstant": "LatticeParameter", "resultFolder": "ResultFolder",
-    "OmegaRange": "OmegaRanges", "BoxSize": "BoxSizes", "Completeness": "MinMatchesToAcceptFrac",
-    "OverAllRingToIndex": "OverallRingToIndex",
-}
 #: Stored as float64 arrays (FGZ's forced-double list plus the distortion and panel tolerances).
 DOUBLE_KEYS = frozenset({
     "RMin", "RMax", "PixelSize", "MinMatchesToAcceptFrac", "OverArea", "IntensityThresh", "MinS_N",
@@ -139,7 +135,7 @@ def analysis_arrays(parameters: dict) -> tuple[dict[str, np.ndarray], dict[str, 
             continue
         if key == "OmegaStep":
             continue
-        name = RENAMES.get(key, key)
+        name = ZIP_NAMES.get(key, key)
         analysis[name] = _typed_parameter(name, value)
     for name, default in DEFAULTS.items():
         analysis.setdefault(name, default.copy())
@@ -304,8 +300,6 @@ def write_midas_zip(path: str | os.PathLike, frames, *, dark=None, bright=None, 
     ValueError
         Bad array shapes or a parameter value that cannot take its type.
     """
-    from .io import atomic_path  # io imports this module
-
     stack = as_stack(frames, "write_midas_zip")
     frame_shape = stack.shape[1:]
     dark_stack = np.zeros((1, *frame_shape), stack.dtype) if dark is None else as_stack(dark, "dark")

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import guess as _guess
+from .detector import Geometry, default_rho_d_um
 from .errors import CalibrationError
 from .panels import Panels
-from .params import Geometry, default_rho_d_um
 from .preprocess import median_background, threshold_image
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain
@@ -64,7 +64,8 @@ class CalibrationSettings:
     mult_factor : float
         Ring rejection factor (``-MultFactor``).
     stopping_strain : float
-        The calibration FAILS if the final mean |strain| is above this (``-StoppingStrain``).
+        ``-StoppingStrain``: a converged calibration whose final mean |strain| is above this is reported with
+        a warning (the geometry is still the best the model can do); rings are rejected only while above it.
     first_ring_nr : int
         Lowest ring number allowed as a match for the innermost detected ring (``-FirstRingNr``).
     lsd_guess_um : float or None
@@ -308,7 +309,6 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     excluded: list[int] = [int(n) for n in settings.rings_to_exclude]
     records = []
     stage = 0
-    in_stage = 0
     status, reason = "FAILED", f"no convergence within {settings.max_iterations} iterations"
     points = fit = keep = None
     for iteration in range(1, settings.max_iterations + 1):
@@ -364,12 +364,9 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
                                        float(inl.mean()), float(inl.std()), geom, tuple(excluded),
                                        time.perf_counter() - t_it))
         emit_progress(progress, "iteration", record=records[-1], change=change)
-        in_stage += 1
         if stage < len(stages) - 1:
             # early stages only bring the windows onto the rings: one pass each
-            if change < AUTOCAL_CONVERGED_STRAIN_CHANGE * 100 or in_stage >= 1:
-                stage += 1
-                in_stage = 0
+            stage += 1
             continue
         tolerance = strain_change_tolerance(float(inl.std()), inl.size, floor=AUTOCAL_CONVERGED_STRAIN_CHANGE,
                                             fraction=AUTOCAL_SEM_FRACTION)

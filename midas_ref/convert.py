@@ -25,9 +25,9 @@ import math
 import os
 from dataclasses import dataclass, replace
 
+from .atomic import write_text_atomic
+from .detector import Geometry
 from .errors import GeometryError, ParameterFileError
-from .io import write_text_atomic
-from .params import Geometry
 
 __all__ = ["PoniGeometry", "Fit2DGeometry", "midas_to_poni", "poni_to_midas", "midas_to_fit2d",
            "fit2d_to_midas", "flip_poni_ud", "write_poni", "read_poni", "write_fit2d", "read_fit2d",
@@ -148,7 +148,7 @@ def midas_to_poni(geometry: Geometry, wavelength_angstrom: float | None = None, 
 
     Examples
     --------
-    >>> from midas_ref.params import Geometry
+    >>> from midas_ref.detector import Geometry
     >>> poni = midas_to_poni(Geometry(1e6, 1023.5, 1023.5, 200.0, 2048, 2048), 0.2)
     >>> round(poni.dist_m, 9), round(poni.poni1_m, 9), poni.shape
     (1.0, 0.2048, (2048, 2048))
@@ -179,7 +179,7 @@ def poni_to_midas(poni: PoniGeometry, *, n_pixels_y: int | None = None, n_pixels
     n_pixels_y, n_pixels_z : int, optional
         Image columns and rows; default ``poni.shape`` (required when it is None, e.g. PONI v1).
     rho_d_um : float, optional
-        Distortion normaliser ``RhoD``, µm; default as :class:`~midas_ref.params.Geometry`.
+        Distortion normaliser ``RhoD``, µm; default as :class:`~midas_ref.detector.Geometry`.
 
     Returns
     -------

@@ -17,9 +17,10 @@ import math
 import numpy as np
 
 from . import geometry_kernels as _k
+from . import kernel_layout as _layout
+from .detector import Geometry
 from .errors import GeometryError
 from .panels import Panels, kernel_tables
-from .params import Geometry
 
 #: Point counts below this are mapped by the serial kernel (thread start-up dominates small calls).
 SERIAL_BELOW = 20000
@@ -44,22 +45,22 @@ def tilt_matrix(tx_deg: float, ty_deg: float, tz_deg: float) -> np.ndarray:
 
 def kernel_vector(geometry: Geometry) -> np.ndarray:
     """Pack ``geometry`` into the float64 vector the kernels take (layout ``geometry_kernels.G_LAYOUT``)."""
-    g = np.empty(_k.G_SIZE)
-    g[_k.G_LSD] = geometry.lsd_um
-    g[_k.G_BC_Y] = geometry.bc_y_px
-    g[_k.G_BC_Z] = geometry.bc_z_px
-    g[_k.G_PX] = geometry.px_um
-    g[list(_k.G_TILT)] = tilt_matrix(geometry.tx_deg, geometry.ty_deg, geometry.tz_deg).ravel()
+    g = np.empty(_layout.G_SIZE)
+    g[_layout.G_LSD] = geometry.lsd_um
+    g[_layout.G_BC_Y] = geometry.bc_y_px
+    g[_layout.G_BC_Z] = geometry.bc_z_px
+    g[_layout.G_PX] = geometry.px_um
+    g[list(_layout.G_TILT)] = tilt_matrix(geometry.tx_deg, geometry.ty_deg, geometry.tz_deg).ravel()
     p3 = math.radians(geometry.p3_deg)
-    g[_k.G_P0] = geometry.p0
-    g[_k.G_P1] = geometry.p1
-    g[_k.G_P2] = geometry.p2
-    g[_k.G_P3] = p3
-    g[_k.G_P4] = geometry.p4
-    g[_k.G_P5] = geometry.p5
-    g[_k.G_RHO_D] = geometry.rho_d_um
-    g[_k.G_COS_P3] = math.cos(p3)
-    g[_k.G_SIN_P3] = math.sin(p3)
+    g[_layout.G_P0] = geometry.p0
+    g[_layout.G_P1] = geometry.p1
+    g[_layout.G_P2] = geometry.p2
+    g[_layout.G_P3] = p3
+    g[_layout.G_P4] = geometry.p4
+    g[_layout.G_P5] = geometry.p5
+    g[_layout.G_RHO_D] = geometry.rho_d_um
+    g[_layout.G_COS_P3] = math.cos(p3)
+    g[_layout.G_SIN_P3] = math.sin(p3)
     return g
 
 

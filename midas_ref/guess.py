@@ -18,40 +18,15 @@ Lsd within a fraction of a percent; these steps get there from far worse starts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from .detector import Geometry
 from .errors import CalibrationError
 from .geometry import r_eta_maps
-from .params import Geometry
 
-__all__ = ["GuessResult", "beam_center_from_arcs", "center_by_sharpness", "azimuthal_profiles", "ring_peaks",
+__all__ = ["beam_center_from_arcs", "center_by_sharpness", "azimuthal_profiles", "ring_peaks",
            "score_lsd", "rank_lsd", "match_lsd"]
-
-
-@dataclass(frozen=True)
-class GuessResult:
-    """A guess and how it was obtained.
-
-    Attributes
-    ----------
-    ok : bool
-        False when the step could not produce a guess; ``reason`` says why.
-    geometry : Geometry
-        The (possibly updated) geometry.
-    reason : str
-    details : dict
-        Diagnostics (numbers of arcs / peaks used, per-step corrections …).
-    """
-
-    ok: bool
-    geometry: Geometry
-    reason: str = ""
-    details: dict | None = None
-
-    def __bool__(self) -> bool:
-        return self.ok
 
 
 # ---- beam centre from arcs ------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ from __future__ import annotations
 import datetime as _dt
 import io as _io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_output, atomic_path, write_text_atomic
 from .autocal import CalibrationResult
+from .detector import Geometry
 from .geometry import pixel_to_r_eta
-from .io import atomic_output, atomic_path, write_text_atomic
-from .params import Geometry
 from .strain import panel_mean_strain, panel_point_counts, ring_statistics
 
 __all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "write_autocal_log", "save_plots_hdf",
@@ -420,4 +421,63 @@ def write_panel_outputs(out_dir, shifts_path, result, pf, *, stem: str, start: G
                    outlier=result.outlier[in_panel], two_theta_deg=result.two_theta_deg[in_panel])
     write_panel_corr_csv(out / f"{stem}.corr.csv", sub, start)
     written.append(out / f"{stem}.corr.csv")
+    return written
+
+
+def write_calibration_outputs(out_dir, inputs, result: CalibrationResult, *, param_name: str, seconds: float,
+                              plots_hdf: str | os.PathLike | None = None, make_figures: bool = False) -> list[Path]:
+    """The output set of ``midas-ref calibrate`` (docs/cli.md, "Outputs"), in the order written.
+
+    ``<image>.corr.csv``, ``calibrant_screen_out.csv``, the ``-SavePlotsHDF`` file (relative to ``out_dir``
+    unless absolute), the ``-MakePlots`` figures, ``autocal.log`` and, for a converged result only,
+    ``refined_MIDAS_params.txt``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Created when missing.
+    inputs : midas_ref.inputs.CalibrationInputs
+        The set-up of the run (input names, wavelength, calibrant, skip/ImTransOpt/sentinels to write back).
+    result : CalibrationResult
+    param_name : str
+        The parameter file as the user named it (for the log).
+    seconds : float
+        Wall time of the run so far, s (for the screen output).
+    plots_hdf : path-like, optional
+    make_figures : bool
+
+    Returns
+    -------
+    list of Path
+    """
+    from .params import write_refined_params
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = inputs.data_path.name
+    settings = inputs.settings
+    start = result.iterations[0].geometry if result.iterations else result.geometry
+    written = [out / f"{stem}.corr.csv", out / "calibrant_screen_out.csv"]
+    write_corr_csv(written[0], result, start)
+    write_screen_out(written[1], result, n_eta_bins=max(1, int(round(360 / settings.eta_bin_deg))), seconds=seconds)
+    if plots_hdf:
+        hdf = Path(plots_hdf) if Path(plots_hdf).is_absolute() else out / plots_hdf
+        save_plots_hdf(hdf, result, inputs.image, input_name=str(inputs.data_path),
+                       wavelength=inputs.wavelength_angstrom, space_group=inputs.space_group)
+        written.append(hdf)
+    if make_figures:
+        written.extend(make_plots(out, result, inputs.image, stem=stem))
+    loaded = inputs.loaded
+    header = {"input": str(inputs.data_path), "file type": loaded.file_type, "dark": loaded.dark_path,
+              "ImTransOpt": list(loaded.im_trans_opt), "masked pixels": int(inputs.mask.sum()),
+              "parameter file": param_name, "settings": settings}
+    write_autocal_log(out / "autocal.log", result, header=header)
+    written.append(out / "autocal.log")
+    if result.converged:
+        write_refined_params(out / "refined_MIDAS_params.txt", result.geometry,
+                             wavelength_angstrom=inputs.wavelength_angstrom, space_group=inputs.space_group,
+                             lattice=inputs.lattice, eta_bin_size_deg=settings.eta_bin_deg,
+                             skip_frame=inputs.skip_frame, im_trans_opt=list(loaded.im_trans_opt),
+                             bad_px_intensity=inputs.bad_px_intensity, gap_intensity=inputs.gap_intensity)
+        written.append(out / "refined_MIDAS_params.txt")
     return written

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from .detector import Geometry
 from .errors import CalibrationError
 from .panels import Panels, panel_index_map, point_panel_ids
-from .params import Geometry
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, PanelFreedom, Tolerances, fit_geometry, point_strain
 from .rings import Ring

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text_atomic
+from .detector import PanelLayout, PanelShift
 from .errors import GeometryError, ParameterFileError
-from .geometry_kernels import (PANEL_TABLE_COLUMNS, PT_CENTER_Y, PT_CENTER_Z, PT_COS, PT_DLSD, PT_DP2, PT_DY,
-                               PT_DZ, PT_SIN, PT_SIZE)
-from .io import write_text_atomic
-from .params import PanelLayout, PanelShift
+from .kernel_layout import (PANEL_TABLE_COLUMNS, PT_CENTER_Y, PT_CENTER_Z, PT_COS, PT_DLSD, PT_DP2, PT_DY, PT_DZ,
+                            PT_SIN, PT_SIZE)
 
 __all__ = ["Panels", "panel_bounds", "panel_index_map", "read_panel_shifts", "write_panel_shifts",
            "shift_magnitude_map", "kernel_tables", "point_panel_ids", "panel_displacement", "PANEL_TABLE_COLUMNS"]
 
 # PANEL_TABLE_COLUMNS (column order of the per-panel table handed to the kernels) and its PT_* indices are
-# defined in geometry_kernels, the lowest layer, which reads the table; re-exported here.
+# defined in kernel_layout, beside the geometry vector's layout; re-exported here.
 
 
 def _starts(n: int, size: int, gaps: tuple[int, ...]) -> list[int]:
@@ -113,7 +113,7 @@ def kernel_tables(panels: Panels | None, shape: tuple[int, int]):
         Panel grid index of every column / row (−1 in gaps).
     n_panels_z : int
     table : ndarray of shape (n_panels, 8), float64
-        Columns :data:`PANEL_TABLE_COLUMNS` (indices ``geometry_kernels.PT_*``).
+        Columns :data:`PANEL_TABLE_COLUMNS` (indices ``kernel_layout.PT_*``).
 
     With ``panels=None`` the lookups are all −1 and the table is empty: no correction anywhere.
     """

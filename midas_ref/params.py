@@ -1,8 +1,9 @@
-"""Parameter groups (small frozen dataclasses) and the MIDAS parameter-file format.
+"""The MIDAS parameter-file format: the one key table, typed reading and writing, and the key ↔ field mapping.
 
-The dataclasses here are what the computational modules take. Legacy key spellings (``Lsd``, ``BC``,
-``RhoD`` ...) appear only in the key table of this module; everything else uses the unit-suffixed field
-names below.
+Legacy key spellings (``Lsd``, ``BC``, ``RhoD`` …) appear only here: in :data:`KEY_TABLE` and in the
+mapping between keys and the unit-suffixed fields of :mod:`midas_ref.detector`
+(:func:`geometry_from_params` / :func:`params_from_geometry`, :func:`panel_layout_from_params` /
+:func:`params_from_panel_layout`, and the MIDAS Zarr zip names :data:`ZIP_NAMES`).
 """
 
 from __future__ import annotations
@@ -15,164 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .detector import Geometry, PanelLayout
 from .errors import GeometryError, ParameterFileError
 
-__all__ = ["Geometry", "PanelLayout", "PanelShift", "default_rho_d_um",
-           "KeySpec", "KEY_TABLE", "key_spec", "key_table_markdown", "Entry", "ParameterFile", "FORMAT_HEADER",
-           "parse_parameter_text", "read_parameter_file", "write_parameter_file", "geometry_from_params",
-           "params_from_geometry", "panel_layout_from_params", "write_refined_params"]
-
-
-def default_rho_d_um(bc_y_px: float, bc_z_px: float, n_pixels_y: int, n_pixels_z: int,
-                     px_um: float) -> float:
-    """Distance from the beam centre to the farthest detector corner, in µm.
-
-    This is the legacy ``RhoD`` choice (spec autocalibrate.md §2.12) *without* its Y/Z swap: corners are
-    taken at pixel-centre coordinates (0 or N−1) in each axis.
-    """
-    corners_y = (0.0, n_pixels_y - 1.0)
-    corners_z = (0.0, n_pixels_z - 1.0)
-    far = max(math.hypot(cy - bc_y_px, cz - bc_z_px) for cy in corners_y for cz in corners_z)
-    return far * px_um
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Geometry of one flat detector in the MIDAS convention (``docs/geometry.md``).
-
-    Parameters
-    ----------
-    lsd_um : float
-        Sample → detector distance along the beam (to the beam/detector intersection), µm.
-    bc_y_px, bc_z_px : float
-        Beam centre: column (Y) and row (Z) of the image, pixels; integer values are pixel centres.
-    px_um : float
-        Pixel size, µm (square pixels).
-    n_pixels_y, n_pixels_z : int
-        Image width (columns, Y) and height (rows, Z) after ``ImTransOpt``.
-    tx_deg, ty_deg, tz_deg : float
-        Detector tilts about lab X (beam), Y and Z, degrees; ``T = Rx(tx)·Ry(ty)·Rz(tz)``, pivot at the
-        beam centre.
-    p0, p1, p2, p4, p5 : float
-        Radial distortion coefficients (dimensionless):
-        ``D = 1 + p0·ρ²·cos 2η' + p1·ρ⁴·cos(4η' + p3) + p2·ρ² + p4·ρ⁶ + p5·ρ⁴``, ρ = R/RhoD,
-        η' = 90° − η.
-    p3_deg : float
-        Phase of the p1 term, degrees.
-    rho_d_um : float, optional
-        Distortion normalisation radius ``RhoD``, µm. Defaults to the beam-centre → farthest-corner
-        distance (:func:`default_rho_d_um`).
-
-    Raises
-    ------
-    GeometryError
-        Non-finite values, non-positive distance, pixel size, detector size or RhoD.
-    """
-
-    lsd_um: float
-    bc_y_px: float
-    bc_z_px: float
-    px_um: float
-    n_pixels_y: int
-    n_pixels_z: int
-    tx_deg: float = 0.0
-    ty_deg: float = 0.0
-    tz_deg: float = 0.0
-    p0: float = 0.0
-    p1: float = 0.0
-    p2: float = 0.0
-    p3_deg: float = 0.0
-    p4: float = 0.0
-    p5: float = 0.0
-    rho_d_um: float | None = None
-
-    def __post_init__(self):
-        if self.rho_d_um is None:
-            object.__setattr__(self, "rho_d_um", default_rho_d_um(
-                self.bc_y_px, self.bc_z_px, self.n_pixels_y, self.n_pixels_z, self.px_um))
-        for name in ("lsd_um", "bc_y_px", "bc_z_px", "px_um", "tx_deg", "ty_deg", "tz_deg", "p0", "p1",
-                     "p2", "p3_deg", "p4", "p5", "rho_d_um"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise GeometryError(f"geometry value {name} = {value!r} is not a finite number")
-        for name in ("lsd_um", "px_um", "rho_d_um"):
-            if getattr(self, name) <= 0:
-                raise GeometryError(f"geometry value {name} = {getattr(self, name)!r} must be > 0")
-        for name in ("n_pixels_y", "n_pixels_z"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) <= 0:
-                raise GeometryError(f"detector size {name} = {getattr(self, name)!r} must be a positive integer")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Image shape ``(rows, cols) = (n_pixels_z, n_pixels_y)``."""
-        return (int(self.n_pixels_z), int(self.n_pixels_y))
-
-    @property
-    def distortion(self) -> tuple[float, float, float, float, float, float]:
-        """``(p0, p1, p2, p3_deg, p4, p5)``."""
-        return (self.p0, self.p1, self.p2, self.p3_deg, self.p4, self.p5)
-
-
-@dataclass(frozen=True)
-class PanelLayout:
-    """Grid of identical rectangular panels (manual §7; spec legacy_engine.md §3.3).
-
-    Panel ``id = iy·n_panels_z + iz`` (Y-major, as the legacy code). Panel ``(iy, iz)`` covers columns
-    ``Y0(iy) … Y0(iy)+size_y_px−1`` and rows ``Z0(iz) … Z0(iz)+size_z_px−1`` with ``Y0(0) = 0`` and
-    ``Y0(i+1) = Y0(i) + size_y_px + gaps_y_px[i]`` (same for Z).
-    """
-
-    n_panels_y: int
-    n_panels_z: int
-    size_y_px: int
-    size_z_px: int
-    gaps_y_px: tuple[int, ...] = ()
-    gaps_z_px: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        object.__setattr__(self, "gaps_y_px", tuple(int(g) for g in self.gaps_y_px))
-        object.__setattr__(self, "gaps_z_px", tuple(int(g) for g in self.gaps_z_px))
-        for name in ("n_panels_y", "n_panels_z", "size_y_px", "size_z_px"):
-            if getattr(self, name) <= 0:
-                raise GeometryError(f"panel layout {name} = {getattr(self, name)!r} must be > 0")
-        if len(self.gaps_y_px) != self.n_panels_y - 1:
-            raise GeometryError(f"PanelGapsY needs {self.n_panels_y - 1} values (NPanelsY − 1), "
-                                f"got {len(self.gaps_y_px)}")
-        if len(self.gaps_z_px) != self.n_panels_z - 1:
-            raise GeometryError(f"PanelGapsZ needs {self.n_panels_z - 1} values (NPanelsZ − 1), "
-                                f"got {len(self.gaps_z_px)}")
-        if any(g < 0 for g in self.gaps_y_px + self.gaps_z_px):
-            raise GeometryError("panel gaps must be >= 0")
-
-    @property
-    def n_panels(self) -> int:
-        return self.n_panels_y * self.n_panels_z
-
-
-@dataclass(frozen=True)
-class PanelShift:
-    """Per-panel correction (``panelshifts.txt`` row ``ID dY dZ dTheta dLsd dP2``).
-
-    Parameters
-    ----------
-    id : int
-        Panel id (see :class:`PanelLayout`).
-    dy_px, dz_px : float
-        Translation of the panel, pixels.
-    dtheta_deg : float
-        In-plane rotation about the panel centre, degrees, counter-clockwise in (y, z).
-    dlsd_um : float
-        Per-panel distance offset, µm.
-    dp2 : float
-        Per-panel offset of the p2 distortion coefficient.
-    """
-
-    id: int
-    dy_px: float = 0.0
-    dz_px: float = 0.0
-    dtheta_deg: float = 0.0
-    dlsd_um: float = 0.0
-    dp2: float = 0.0
+__all__ = ["KeySpec", "KEY_TABLE", "key_spec", "key_table_markdown", "Entry", "ParameterFile", "FORMAT_HEADER",
+           "parse_parameter_text", "read_parameter_file", "write_parameter_file", "GEOMETRY_KEYS", "DETECTOR_KEYS",
+           "DISTORTION_KEYS", "PANEL_LAYOUT_KEYS", "ZIP_NAMES", "key_values_from_geometry", "geometry_from_params",
+           "params_from_geometry", "panel_layout_from_params", "key_values_from_panel_layout", "params_from_zip",
+           "write_refined_params"]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -256,8 +107,8 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("tx", float, 1, 0.0, "Detector tilt about the beam (X), degrees; never refined"),
     _k("ty", float, 1, 0.0, "Detector tilt about Y, degrees"),
     _k("tz", float, 1, 0.0, "Detector tilt about Z, degrees"),
-    _k("p0", float, 1, 0.0, "Distortion coefficient of ρ²·cos 2η (dimensionless)"),
-    _k("p1", float, 1, 0.0, "Distortion coefficient of ρ⁴·cos(4η + p3) (dimensionless)"),
+    _k("p0", float, 1, 0.0, "Distortion coefficient of ρ²·cos 2η′, η′ = 90° − η (dimensionless)"),
+    _k("p1", float, 1, 0.0, "Distortion coefficient of ρ⁴·cos(4η′ + p3), η′ = 90° − η (dimensionless)"),
     _k("p2", float, 1, 0.0, "Distortion coefficient of ρ² (dimensionless)"),
     _k("p3", float, 1, 0.0, "Phase of the p1 term, degrees"),
     _k("p4", float, 1, 0.0, "Distortion coefficient of ρ⁶ (dimensionless)"),
@@ -289,8 +140,10 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("tolP2", float, fallback="tolP", description="Search half-width for p2; absent or 0 → tolP"),
     _k("tolP3", float, 1, 45.0, "Search half-width for p3, degrees; absent → 45 as CalibrantOMP "
        "(CalibrantPanelShiftsOMP quirk P5: tolP, which freezes p3)"),
-    _k("tolP4", float, 1, 0.0, "Search half-width for p4; 0 = fixed (CalibrantPanelShiftsOMP: tolP)"),
-    _k("tolP5", float, 1, 0.0, "Search half-width for p5; 0 = fixed (CalibrantPanelShiftsOMP: tolP)"),
+    # the manual's default 0 stands for "use tolP", as CalibrantPanelShiftsOMP reads it
+    _k("tolP4", float, 1, 0.0, "Search half-width for p4 (refined only with DistortionOrder 6); absent or 0 → "
+       "tolP", fallback="tolP"),
+    _k("tolP5", float, 1, 0.0, "Parsed and ignored: p5 is modelled but never refined"),
     _k("tolShifts", float, 1, 1.0, "Search half-width for panel dY, dZ, pixels"),
     _k("tolRotation", float, 1, 0.0, "Search half-width for panel dTheta, degrees; 0 = not refined"),
     _k("tolLsdPanel", float, 1, 100.0, "Search half-width for per-panel dLsd, µm"),
@@ -300,11 +153,13 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("EtaBinSize", float, description="Azimuthal bin width, degrees"),
     _k("RingsToExclude", int, **_REP, aliases=("RingsToReject",), description="1-based ring numbers to drop"),
     _k("MultFactor", float, 1, 0.0, "Outlier factor × mean (engine) or × median (orchestrator) strain; 0 = off"),
-    _k("StoppingStrain", float, 1, 4e-5, "Orchestrator convergence: mean pseudo-strain (dimensionless)"),
+    _k("StoppingStrain", float, 1, 4e-5, "Target mean pseudo-strain (dimensionless): a converged calibration "
+       "above it is reported with a warning"),
     _k("MinIndicesForFit", int, 1, 1, "Minimum points per ring (per panel) to use it"),
     _k("RBinDivisions", int, 1, 4, "Radial sub-bins per pixel in the profiles"),
     _k("FitOrWeightedMean", int, 1, 0, "1 = peak position by intensity-weighted mean instead of a fit"),
-    _k("nIterations", int, 1, 1, "Refinement iterations (best result kept)"),
+    _k("nIterations", int, 1, 5, "Panel refinement: at most this many extraction + fit cycles, stopping once "
+       "the model no longer moves the points; the best is kept (legacy default: 1 pass)"),
     _k("DoubletSeparation", float, 1, 0.0, "Rings closer than this are fitted jointly, pixels; 0 = off"),
     _k("DoubletWavelength", float, 1, 0.0, "Second wavelength in the beam (e.g. Kα2), Å: its rings are modelled "
        "and fitted too (midas-ref extension); 0 = none"),
@@ -673,31 +528,76 @@ def read_parameter_file(path: str | os.PathLike) -> ParameterFile:
 
 def write_parameter_file(pf: ParameterFile, path: str | os.PathLike) -> None:
     """Write ``pf`` atomically, with :data:`FORMAT_HEADER` as the first line (an older one is replaced)."""
-    from .io import write_text_atomic  # deferred: io pulls in the image libraries
+    from .atomic import write_text_atomic
 
     body = [e for e in pf.entries if e.key or not f"#{e.comment}".startswith(_HEADER_PREFIX)]
     write_text_atomic(path, ParameterFile((Entry("", "", FORMAT_HEADER[1:]), *body), pf.path).to_text())
 
 
-# ---- builders
+# ---- the key <-> field mapping (the one place legacy keys meet the detector dataclasses)
 
-#: Legacy key → :class:`Geometry` field (``BC`` maps to ``bc_y_px``, ``bc_z_px``).
-_GEOMETRY_KEYS = (("Lsd", "lsd_um"), ("px", "px_um"), ("NrPixelsY", "n_pixels_y"), ("NrPixelsZ", "n_pixels_z"),
-                  ("tx", "tx_deg"), ("ty", "ty_deg"), ("tz", "tz_deg"), ("p0", "p0"), ("p1", "p1"),
-                  ("p2", "p2"), ("p3", "p3_deg"), ("p4", "p4"), ("p5", "p5"), ("RhoD", "rho_d_um"))
+#: Legacy key → :class:`~midas_ref.detector.Geometry` field, in the order the keys are written; ``BC`` is
+#: the pair ``(bc_y_px, bc_z_px)``.
+GEOMETRY_KEYS: tuple[tuple[str, str | tuple[str, str]], ...] = (
+    ("Lsd", "lsd_um"), ("BC", ("bc_y_px", "bc_z_px")), ("tx", "tx_deg"), ("ty", "ty_deg"), ("tz", "tz_deg"),
+    ("p0", "p0"), ("p1", "p1"), ("p2", "p2"), ("p3", "p3_deg"), ("p4", "p4"), ("p5", "p5"), ("RhoD", "rho_d_um"),
+    ("px", "px_um"), ("NrPixelsY", "n_pixels_y"), ("NrPixelsZ", "n_pixels_z"))
+#: Keys that describe the detector itself rather than its pose or distortion.
+DETECTOR_KEYS = ("px", "NrPixelsY", "NrPixelsZ")
+#: Distortion keys (p5 is modelled but never refined).
+DISTORTION_KEYS = ("p0", "p1", "p2", "p3", "p4", "p5")
+#: Legacy panel-grid key → :class:`~midas_ref.detector.PanelLayout` field.
+PANEL_LAYOUT_KEYS = (("NPanelsY", "n_panels_y"), ("NPanelsZ", "n_panels_z"), ("PanelSizeY", "size_y_px"),
+                     ("PanelSizeZ", "size_z_px"), ("PanelGapsY", "gaps_y_px"), ("PanelGapsZ", "gaps_z_px"))
+#: Legacy key → its name among a MIDAS Zarr zip's ``analysis_parameters`` (FGZ's renames; ``BC`` is stored
+#: as ``YCen``/``ZCen``, see :func:`params_from_zip`).
+ZIP_NAMES = {
+    "px": "PixelSize", "LatticeConstant": "LatticeParameter", "resultFolder": "ResultFolder",
+    "OmegaRange": "OmegaRanges", "BoxSize": "BoxSizes", "Completeness": "MinMatchesToAcceptFrac",
+    "OverAllRingToIndex": "OverallRingToIndex",
+}
+#: The zip parameters a calibration takes when the parameter file does not set them.
+_ZIP_CALIBRATION_KEYS = ("px", "Wavelength", "tx", "SpaceGroup", "SkipFrame", "Lsd", "RhoD", "LatticeConstant",
+                         "ImTransOpt", "BC")
 
 
-def geometry_from_params(pf: ParameterFile) -> Geometry:
-    """Build a :class:`Geometry` from Lsd, BC, px, NrPixelsY/Z, tx–tz, p0–p5 and RhoD (absent: default).
+def key_values_from_geometry(geometry: Geometry) -> dict[str, object]:
+    """Legacy key → value of every key in :data:`GEOMETRY_KEYS` (``BC`` as a ``(Y, Z)`` tuple), in that order."""
+    return {key: (tuple(getattr(geometry, f) for f in field_) if isinstance(field_, tuple)
+                  else getattr(geometry, field_)) for key, field_ in GEOMETRY_KEYS}
+
+
+def geometry_from_params(pf: ParameterFile, *, defaults: Mapping[str, object] | None = None,
+                         overrides: Mapping[str, object] | None = None) -> Geometry:
+    """Build a :class:`Geometry` from Lsd, BC, px, NrPixelsY/Z, tx–tz, p0–p5 and RhoD.
+
+    Parameters
+    ----------
+    pf : ParameterFile
+    defaults : mapping, optional
+        Legacy key → value used when ``pf`` does not set the key (e.g. ``{"Lsd": 1e6}``).
+    overrides : mapping, optional
+        Legacy key → value used whatever ``pf`` says (e.g. the detector size read off the image).
+        Absent tilts and distortion are 0, absent RhoD the beam centre → farthest corner distance.
 
     Raises
     ------
     ParameterFileError
         Required keys missing (all named in one error) or values that make no valid geometry.
     """
-    pf.require("Lsd", "BC", "px", "NrPixelsY", "NrPixelsZ")
-    fields = {field_: pf.get(key, None) for key, field_ in _GEOMETRY_KEYS}
-    fields["bc_y_px"], fields["bc_z_px"] = pf.get("BC")
+    given = dict(defaults or {})
+    given.update({key: pf.get(key) for key, _ in GEOMETRY_KEYS if pf.has(key)})
+    given.update(overrides or {})
+    missing = [key for key in ("Lsd", "BC", "px", "NrPixelsY", "NrPixelsZ") if key not in given]
+    if missing:
+        pf.require(*missing)
+    fields = {}
+    for key, field_ in GEOMETRY_KEYS:
+        if key in given:
+            if isinstance(field_, tuple):
+                fields.update(zip(field_, given[key]))
+            else:
+                fields[field_] = given[key]
     try:
         return Geometry(**fields)
     except GeometryError as exc:
@@ -705,10 +605,9 @@ def geometry_from_params(pf: ParameterFile) -> Geometry:
 
 
 def params_from_geometry(geometry: Geometry, base: ParameterFile | None = None) -> ParameterFile:
-    """``base`` (or an empty file) with the keys of :func:`geometry_from_params` set from ``geometry``."""
+    """``base`` (or an empty file) with every key of :data:`GEOMETRY_KEYS` set from ``geometry``."""
     pf = base if base is not None else ParameterFile()
-    values = {key: getattr(geometry, field_) for key, field_ in _GEOMETRY_KEYS}
-    return pf.with_values(**values, BC=(geometry.bc_y_px, geometry.bc_z_px))
+    return pf.with_values(**key_values_from_geometry(geometry))
 
 
 def panel_layout_from_params(pf: ParameterFile) -> PanelLayout | None:
@@ -724,14 +623,50 @@ def panel_layout_from_params(pf: ParameterFile) -> PanelLayout | None:
     ny, nz = pf.get("NPanelsY"), pf.get("NPanelsZ")
     if not ny or not nz:
         return None
-    gaps_y = pf.get("PanelGapsY", None)
-    gaps_z = pf.get("PanelGapsZ", None)
+    fields = {field_: pf.get(key, None) for key, field_ in PANEL_LAYOUT_KEYS}
+    if fields["gaps_y_px"] is None:
+        fields["gaps_y_px"] = (0,) * (ny - 1)
+    if fields["gaps_z_px"] is None:
+        fields["gaps_z_px"] = (0,) * (nz - 1)
     try:
-        return PanelLayout(ny, nz, pf.get("PanelSizeY"), pf.get("PanelSizeZ"),
-                           (0,) * (ny - 1) if gaps_y is None else gaps_y,
-                           (0,) * (nz - 1) if gaps_z is None else gaps_z)
+        return PanelLayout(**fields)
     except GeometryError as exc:
         raise ParameterFileError(f"invalid panel layout: {exc}", pf.path) from exc
+
+
+def key_values_from_panel_layout(layout: PanelLayout) -> dict[str, object]:
+    """Legacy key → value of the panel grid (gap keys only when there is more than one panel along the axis)."""
+    values = {key: getattr(layout, field_) for key, field_ in PANEL_LAYOUT_KEYS}
+    return {key: (list(v) if isinstance(v, tuple) else v) for key, v in values.items()
+            if not (isinstance(v, tuple) and not v)}
+
+
+def params_from_zip(parameters: Mapping[str, object]) -> dict[str, object]:
+    """Parameter-file values carried by a MIDAS Zarr zip's ``analysis_parameters``, under their legacy keys.
+
+    Only the keys a calibration reads (:data:`_ZIP_CALIBRATION_KEYS`): the zip names of :data:`ZIP_NAMES`
+    renamed back, ``YCen``/``ZCen`` joined into ``BC``, FGZ's ``ImTransOpt [-1]`` placeholder dropped.
+    """
+    import numpy as np  # only this converter handles arrays; params stays importable without numpy
+
+    back = {name: key for key, name in ZIP_NAMES.items()}
+    values: dict[str, object] = {}
+    for name, value in parameters.items():
+        key = back.get(name, name)
+        if key not in _ZIP_CALIBRATION_KEYS:
+            continue
+        arr = np.asarray(value).ravel()
+        if key == "LatticeConstant":
+            values[key] = tuple(float(v) for v in arr[:6])
+        elif key == "ImTransOpt":
+            options = [int(v) for v in arr if int(v) >= 0]
+            if options:
+                values[key] = options
+        elif arr.size:
+            values[key] = arr[0].item()
+    if "YCen" in parameters and "ZCen" in parameters:
+        values["BC"] = (float(np.ravel(parameters["YCen"])[0]), float(np.ravel(parameters["ZCen"])[0]))
+    return values
 
 
 def write_refined_params(path: str | os.PathLike, geometry: Geometry, *, wavelength_angstrom: float,

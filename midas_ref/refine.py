@@ -27,10 +27,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import geometry_kernels as _gk
+from .detector import Geometry
 from .errors import CalibrationError
 from .geometry import SERIAL_BELOW, kernel_vector, pixel_to_r_eta
+from .kernel_layout import PT_COS, PT_DLSD, PT_DP2, PT_DY, PT_DZ, PT_SIN
 from .panels import Panels, kernel_tables, point_panel_ids
-from .params import Geometry
 
 __all__ = ["Tolerances", "PanelFreedom", "FitResult", "point_strain", "fit_geometry", "FREE_DEFAULT"]
 
@@ -148,9 +149,9 @@ _STEP = {"lsd_um": 1e-2, "bc_y_px": 1e-5, "bc_z_px": 1e-5, "tx_deg": 1e-6, "ty_d
 #: Strain scale of the weak prior on panel corrections (see ``_Model``).
 PANEL_PRIOR_STRAIN = 1e-6
 
-#: Column of each correction kind in the kernel panel table (``geometry_kernels.PANEL_TABLE_COLUMNS``);
+#: Column of each correction kind in the kernel panel table (``kernel_layout.PANEL_TABLE_COLUMNS``);
 #: dtheta_deg fills two columns, ``PT_COS`` and ``PT_SIN``.
-_TABLE_COLUMN = {"dy_px": _gk.PT_DY, "dz_px": _gk.PT_DZ, "dlsd_um": _gk.PT_DLSD, "dp2": _gk.PT_DP2}
+_TABLE_COLUMN = {"dy_px": PT_DY, "dz_px": PT_DZ, "dlsd_um": PT_DLSD, "dp2": PT_DP2}
 
 
 class _Model:
@@ -242,8 +243,8 @@ class _Model:
         for k, (kind, _) in enumerate(self.kinds):
             v = x[self.n_global + k * n:self.n_global + (k + 1) * n]
             if kind == "dtheta_deg":
-                table[self.refined, _gk.PT_COS] = np.cos(np.radians(v))
-                table[self.refined, _gk.PT_SIN] = np.sin(np.radians(v))
+                table[self.refined, PT_COS] = np.cos(np.radians(v))
+                table[self.refined, PT_SIN] = np.sin(np.radians(v))
             else:
                 table[self.refined, _TABLE_COLUMN[kind]] = v
         return table

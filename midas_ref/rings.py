@@ -246,7 +246,7 @@ def write_hkls_csv(path: str | os.PathLike, reflections: Reflections, *, float_f
     as ``float_format`` (``"%.17g"`` = GetHKLList@HEAD, ``"%f"`` = GetHKLList@00074b47). Theta = 2θ/2 in
     degrees, Radius in µm (``nan`` without Lsd).
     """
-    from .io import atomic_output  # imported here: io pulls in the image readers, rings stays light
+    from .atomic import atomic_output
 
     row = " ".join(["%.0f"] * 3 + [float_format, "%.0f"] + [float_format] * 6) + "\n"
     columns = np.column_stack([reflections.hkl, reflections.d_angstrom, reflections.ring_nr,

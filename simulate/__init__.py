@@ -11,8 +11,8 @@ the model, its measured accuracy and the output folder. Importing this package d
 kernels; the renderer compiles on first use.
 """
 
-from .config import (DEFAULT_SUPERSAMPLE, DTYPES, TAIL_CUTOFF_REL, DetectorResponse, Material, PeakShape,
-                     RingIntensity, SimulationConfig, SimulationError)
+from .config import (DEFAULT_SUPERSAMPLE, DTYPES, TAIL_CUTOFF_REL, DetectorResponse, Material, PeakShape, RingIntensity,
+                     SimulationConfig, SimulationError)
 from .from_params import config_from_params
 from .noise import bad_pixel_mask, make_dark, make_frames, streams
 from .output import FORMATS, SimulationFiles, perturbed_geometry, truth_dict, write_simulation

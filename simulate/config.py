@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from midas_ref.detector import Geometry
 from midas_ref.errors import MidasRefError
 from midas_ref.panels import Panels
-from midas_ref.params import Geometry
 
 __all__ = ["SimulationError", "Material", "PeakShape", "RingIntensity", "DetectorResponse", "SimulationConfig",
            "DEFAULT_SUPERSAMPLE", "TAIL_CUTOFF_REL", "NEAR_ZONE_FWHM", "NEAR_ZONE_PX", "MID_ZONE_FWHM", "MID_ZONE_PX",

@@ -14,16 +14,13 @@ from pathlib import Path
 
 from midas_ref.errors import GeometryError, ParameterFileError
 from midas_ref.panels import Panels, read_panel_shifts
-from midas_ref.params import (ParameterFile, geometry_from_params, panel_layout_from_params,
-                              params_from_geometry)
+from midas_ref.params import (GEOMETRY_KEYS, PANEL_LAYOUT_KEYS, ParameterFile, geometry_from_params,
+                              panel_layout_from_params, params_from_geometry)
 
 from .config import CEO2, LAB6, DetectorResponse, Material, SimulationConfig
 
 __all__ = ["config_from_params"]
 
-_GEOMETRY_KEYS = ("NrPixels", "NrPixelsY", "NrPixelsZ", "px", "Lsd", "BC", "tx", "ty", "tz", "p0", "p1", "p2",
-                  "p3", "p4", "p5", "RhoD")
-_PANEL_KEYS = ("NPanelsY", "NPanelsZ", "PanelSizeY", "PanelSizeZ", "PanelGapsY", "PanelGapsZ")
 #: Material names (file stems) of the usual calibrants, by space group.
 _NAMES = {CEO2["space_group"]: CEO2["name"], LAB6["space_group"]: LAB6["name"]}
 
@@ -38,7 +35,7 @@ def _resolve(path_text: str, pf: ParameterFile) -> Path:
 
 
 def _geometry(pf: ParameterFile, base: SimulationConfig | None):
-    if not any(pf.has(k) for k in _GEOMETRY_KEYS):
+    if not any(pf.has(key) for key, _ in GEOMETRY_KEYS):
         if base is None:
             pf.require("NrPixelsY", "NrPixelsZ", "px", "Lsd", "BC")
         return base.geometry
@@ -64,7 +61,7 @@ def _material(pf: ParameterFile, base: SimulationConfig | None) -> Material:
 
 
 def _panels(pf: ParameterFile, base: SimulationConfig | None, shifts_path, shape) -> Panels | None:
-    if any(pf.has(k) for k in _PANEL_KEYS):
+    if any(pf.has(key) for key, _ in PANEL_LAYOUT_KEYS):
         layout = panel_layout_from_params(pf)
     else:
         layout = None if base is None or base.panels is None else base.panels.layout

@@ -23,9 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from midas_ref import __version__
-from midas_ref.io import write_ge, write_hdf5, write_raw, write_text_atomic, write_tiff
+from midas_ref.atomic import write_text_atomic
+from midas_ref.detector import Geometry
+from midas_ref.io import write_ge, write_hdf5, write_raw, write_tiff
 from midas_ref.panels import panel_bounds, write_panel_shifts
-from midas_ref.params import Entry, Geometry, ParameterFile, write_parameter_file
+from midas_ref.params import (DETECTOR_KEYS, Entry, ParameterFile, key_values_from_geometry,
+                              key_values_from_panel_layout, write_parameter_file)
 
 from .config import SimulationConfig, SimulationError
 from .noise import streams
@@ -80,20 +83,14 @@ def perturbed_geometry(config: SimulationConfig) -> Geometry:
 
 
 def _geometry_keys(g: Geometry) -> dict:
-    return {"Lsd": g.lsd_um, "BC": [g.bc_y_px, g.bc_z_px], "tx": g.tx_deg, "ty": g.ty_deg, "tz": g.tz_deg,
-            "p0": g.p0, "p1": g.p1, "p2": g.p2, "p3": g.p3_deg, "p4": g.p4, "p5": g.p5}
+    """Pose and distortion keys of ``g`` (Lsd, BC, tx–tz, p0–p5): what a start or a truth geometry adds."""
+    return {key: value for key, value in key_values_from_geometry(g).items() if key not in (*DETECTOR_KEYS, "RhoD")}
 
 
 def _panel_keys(config: SimulationConfig) -> dict:
     if config.panels is None:
         return {}
-    lay = config.panels.layout
-    keys = {"NPanelsY": lay.n_panels_y, "NPanelsZ": lay.n_panels_z, "PanelSizeY": lay.size_y_px,
-            "PanelSizeZ": lay.size_z_px}
-    if lay.gaps_y_px:
-        keys["PanelGapsY"] = list(lay.gaps_y_px)
-    if lay.gaps_z_px:
-        keys["PanelGapsZ"] = list(lay.gaps_z_px)
+    keys = key_values_from_panel_layout(config.panels.layout)
     keys["FixPanelID"] = config.fix_panel_id
     return keys
 
@@ -199,10 +196,8 @@ def calibrator_parameters(result: SimulationResult, *, image: Path, dark: Path |
                   Wavelength=cfg.material.wavelength_angstrom, SpaceGroup=cfg.material.space_group,
                   LatticeConstant=list(cfg.material.lattice), RhoD=g.rho_d_um)
     if start is not None:
-        values.update(Lsd=start.lsd_um, BC=(start.bc_y_px, start.bc_z_px), tx=start.tx_deg, ty=start.ty_deg,
-                      tz=start.tz_deg, p0=start.p0, p1=start.p1, p2=start.p2, p3=start.p3_deg)
-        if start.p4 or start.p5:
-            values.update(p4=start.p4, p5=start.p5)
+        values.update({key: value for key, value in _geometry_keys(start).items()
+                       if key not in ("p4", "p5") or start.p4 or start.p5})
     values.update(_panel_keys(cfg))
     if panel_shifts_file is not None:
         values["PanelShiftsFile"] = str(panel_shifts_file)

@@ -11,11 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from midas_ref.detector import Geometry, PanelLayout, PanelShift
 from midas_ref.panels import Panels
-from midas_ref.params import Geometry, PanelLayout, PanelShift
 
-from .config import (CEO2, LAB6, DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig,
-                     SimulationError)
+from .config import CEO2, LAB6, DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig, SimulationError
 
 __all__ = ["SCENARIOS", "NOISE_FREE_SUFFIX", "scenario", "scenario_names", "list_scenarios"]
 

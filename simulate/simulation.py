@@ -81,7 +81,7 @@ def simulate(config: SimulationConfig, *, keep_expected: bool = False, engine: s
     Examples
     --------
     >>> from simulate import scenario
-    >>> from midas_ref.params import Geometry
+    >>> from midas_ref.detector import Geometry
     >>> small = scenario("ge2048", geometry=Geometry(2e5, 60.2, 70.7, 200.0, 128, 128))
     >>> result = simulate(small)
     >>> result.frames.shape, result.frames.dtype.name

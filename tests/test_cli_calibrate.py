@@ -6,20 +6,18 @@ Bad input must give exit code 2, exactly one line on stderr, no traceback and no
 from __future__ import annotations
 
 import math
-import shutil
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
+from conftest import shared_file
 
+from midas_ref import Geometry
 from midas_ref.cli import main
 from midas_ref.params import read_parameter_file
 from simulate import simulate, write_simulation
 from simulate.config import CEO2, DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig
-from midas_ref import Geometry
-
-from conftest import shared_file
 
 TRUTH = Geometry(lsd_um=300_000.0, bc_y_px=251.7, bc_z_px=262.4, px_um=200.0, n_pixels_y=512, n_pixels_z=512,
                  ty_deg=0.6, tz_deg=-0.4, p0=3e-4, p1=-2e-4, p2=2e-4, p3_deg=20.0)

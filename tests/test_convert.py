@@ -18,11 +18,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from midas_ref.convert import (Fit2DGeometry, PoniGeometry, fit2d_to_midas, flip_poni_ud, midas_to_fit2d,
-                               midas_to_poni, poni_text, poni_to_midas, read_fit2d, read_poni, write_fit2d,
-                               write_poni)
+from midas_ref.convert import (Fit2DGeometry, PoniGeometry, fit2d_to_midas, flip_poni_ud, midas_to_fit2d, midas_to_poni,
+                               poni_text, poni_to_midas, read_fit2d, read_poni, write_fit2d, write_poni)
+from midas_ref.detector import Geometry
 from midas_ref.errors import GeometryError, ParameterFileError
-from midas_ref.params import Geometry
 
 pyFAI = pytest.importorskip("pyFAI")
 from pyFAI.detectors import Detector  # noqa: E402

@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import reference
 
 from midas_ref import Geometry, GeometryError, PanelLayout, PanelShift
 from midas_ref import geometry as G
 from midas_ref.panels import Panels, panel_index_map
-
-import reference
 
 # 1e-9 µm on radii of ~1e5 µm is ~1e-14 relative: float64 round-off of a dozen operations.
 R_ATOL_UM = 1e-7

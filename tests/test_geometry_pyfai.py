@@ -28,7 +28,7 @@ from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
 from midas_ref.convert import midas_to_poni
-from midas_ref.params import Geometry
+from midas_ref.detector import Geometry
 
 pyFAI = pytest.importorskip("pyFAI")
 from pyFAI.detectors import Detector  # noqa: E402

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from conftest import shared_file
 from zarr.storage import ZipStore
 
 from midas_ref import io
 from midas_ref.errors import CalibrationError, ImageReadError
 from midas_ref.preprocess import ImTransOptError
-
-from conftest import shared_file
 
 PIL1M = ("data", "real", "pilatus1m_ceo2_cpf", "CeO2_Pil207_E30_2Nov2016_001.tif")
 PIL2M = ("data", "real", "pilatus2m_ceo2_aps1id", "ceria_50x30_740mm_000005_Pilatus2M.hdf5")

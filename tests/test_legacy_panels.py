@@ -12,8 +12,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import shared_file
+
 from midas_ref.cli import main
 from midas_ref.params import geometry_from_params, read_parameter_file
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from midas_ref import CalibrationError, Geometry
+from midas_ref.detector import PanelLayout, PanelShift
 from midas_ref.geometry import r_eta_to_pixel
-from midas_ref.strain import legacy_strain_statistics
 from midas_ref.panels import Panels, point_panel_ids
-from midas_ref.params import PanelLayout, PanelShift
 from midas_ref.refine import PanelFreedom, Tolerances, _Model, fit_geometry, point_strain
+from midas_ref.strain import legacy_strain_statistics
 
 # a 3 × 4 grid of 200 × 150 px panels with gaps, beam near the middle, tilted
 LAYOUT = PanelLayout(3, 4, 200, 150, (6, 6), (10, 10, 10))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+
 import pytest
 from conftest import REPO, shared_file
 
+from midas_ref.detector import Geometry, default_rho_d_um
 from midas_ref.errors import ParameterFileError
-from midas_ref.params import (FORMAT_HEADER, KEY_TABLE, Entry, Geometry, ParameterFile, default_rho_d_um,
-                              geometry_from_params, key_spec, key_table_markdown, panel_layout_from_params,
-                              params_from_geometry, parse_parameter_text, read_parameter_file,
-                              write_parameter_file, write_refined_params)
+from midas_ref.params import (FORMAT_HEADER, KEY_TABLE, Entry, ParameterFile, geometry_from_params, key_spec,
+                              key_table_markdown, panel_layout_from_params, params_from_geometry, parse_parameter_text,
+                              read_parameter_file, write_parameter_file, write_refined_params)
 
 LEGACY_CASES = ["ceo2_1024_ge_dark", "ceo2_1024_panels16", "ceo2_2048_tilt_dist"]
 
@@ -106,8 +107,9 @@ def test_key_table_covers_every_manual_key():
     missing = [k for k in {**reference, **param_fn} if key_spec(k) is None]
     assert missing == []
     # Deliberate deviations, documented in the table: sentinels are absent by default (the C engine's 0
-    # would mask real zero-valued pixels), ImTransOpt is a list (absent = no transform).
-    deviations = {"BadPxIntensity", "GapIntensity", "ImTransOpt"}
+    # would mask real zero-valued pixels), ImTransOpt is a list (absent = no transform), nIterations is up
+    # to 5 cycles that stop once converged (the legacy single pass used peaks of the uncorrected frame).
+    deviations = {"BadPxIntensity", "GapIntensity", "ImTransOpt", "nIterations"}
     for key, cell in reference.items():
         if re.fullmatch(r"[0-9.]+", cell) and key not in deviations:
             assert key_spec(key).default == float(cell), key

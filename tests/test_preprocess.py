@@ -9,8 +9,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from midas_ref.errors import CalibrationError, ImageReadError, MidasRefError
-from midas_ref.preprocess import (ImTransOptError, apply_im_trans_opt, build_mask, check_mask,
-                                  read_mask_file, validate_im_trans_opt)
+from midas_ref.preprocess import (ImTransOptError, apply_im_trans_opt, build_mask, check_mask, read_mask_file,
+                                  validate_im_trans_opt)
 
 
 def naive_im_trans_opt(image: np.ndarray, options) -> np.ndarray:

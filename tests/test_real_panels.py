@@ -21,7 +21,6 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import shared_file
 
 pytestmark = pytest.mark.slow
@@ -33,10 +32,10 @@ FIXED = 10
 @pytest.fixture(scope="module")
 def runs():
     pytest.importorskip("h5py")
+    from midas_ref.detector import Geometry, PanelLayout
     from midas_ref.io import load_image
     from midas_ref.panel_refine import PanelSettings, refine_panels
     from midas_ref.panels import Panels
-    from midas_ref.params import Geometry, PanelLayout
     from midas_ref.refine import PanelFreedom, Tolerances
     from midas_ref.rings import ring_table
     from validation.hexrd_panels import read_hexrd_panels

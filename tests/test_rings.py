@@ -14,10 +14,10 @@ import re
 import gemmi
 import numpy as np
 import pytest
+from conftest import shared_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import shared_file
 from midas_ref.cli import main
 from midas_ref.errors import RingTableError
 from midas_ref.rings import (RING_MERGE_TOL_ANGSTROM, Ring, d_min_from_radius, read_hkls_csv, reflection_list,

@@ -12,8 +12,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from midas_ref.detector import Geometry, PanelLayout, PanelShift
 from midas_ref.panels import Panels, panel_index_map
-from midas_ref.params import Geometry, PanelLayout, PanelShift
 from simulate import (DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig, SimulationError,
                       render_expected, simulate)
 from simulate.config import CEO2

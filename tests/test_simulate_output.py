@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from midas_ref.detector import Geometry, PanelLayout, PanelShift
 from midas_ref.io import load_image, read_frames
 from midas_ref.panels import Panels, read_panel_shifts
-from midas_ref.params import (Geometry, PanelLayout, PanelShift, geometry_from_params, read_parameter_file)
+from midas_ref.params import geometry_from_params, read_parameter_file
 from simulate import (DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig, SimulationError,
                       config_from_params, simulate, write_simulation)
 from simulate.config import CEO2

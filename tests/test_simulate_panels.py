@@ -12,15 +12,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from ring_centroids import sector_centroids, usable_mask
 
+from midas_ref.detector import Geometry, PanelLayout, PanelShift
 from midas_ref.geometry import pixel_to_r_eta, r_eta_maps, r_eta_to_pixel
 from midas_ref.panels import Panels, panel_bounds, panel_index_map
-from midas_ref.params import Geometry, PanelLayout, PanelShift
 from simulate import (DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig, SimulationError,
                       render_expected, ring_set, simulate)
 from simulate.config import CEO2
-
-from ring_centroids import sector_centroids, usable_mask
 
 #: Issue #4 requirement for ring positions, px.
 CENTROID_TOL_PX = 0.01

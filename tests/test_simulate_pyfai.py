@@ -12,12 +12,11 @@ import math
 
 import numpy as np
 import pytest
+from ring_centroids import sector_centroids
 
-from midas_ref.params import Geometry
+from midas_ref.detector import Geometry
 from simulate import DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig, render_expected
 from simulate.config import CEO2
-
-from ring_centroids import sector_centroids
 
 pyFAI = pytest.importorskip("pyFAI")
 from pyFAI.calibrant import get_calibrant  # noqa: E402

@@ -11,17 +11,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from ring_centroids import sector_centroids, usable_mask
 
 from midas_ref import RingTableError
+from midas_ref.detector import Geometry, PanelLayout, PanelShift
 from midas_ref.geometry import r_eta_maps
 from midas_ref.panels import Panels
-from midas_ref.params import Geometry, PanelLayout, PanelShift
 from simulate import (DetectorResponse, Material, PeakShape, RingIntensity, SimulationConfig, SimulationError,
                       pixel_rule, pseudo_voigt, render_expected, ring_set)
 from simulate.config import CEO2, TAIL_CUTOFF_REL
 from simulate.render import profile_cutoff_um, r_gradient_bound
-
-from ring_centroids import sector_centroids, usable_mask
 
 #: Requirement of issue #4: ring centroids at the true radius to ≤ 0.01 px.
 CENTROID_TOL_PX = 0.01

@@ -9,10 +9,20 @@ import pytest
 
 from midas_ref import PanelLayout
 from midas_ref.panels import Panels
-from midas_ref.strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, CLIP_MIN_HALF_WIDTH,
-                              PANEL_CONVERGED_STRAIN_CHANGE, PANEL_SEM_FRACTION, clip_outliers, emit_progress,
-                              legacy_strain_statistics, panel_mean_strain, panel_point_counts, ring_statistics,
-                              strain_change_tolerance)
+from midas_ref.strain import (
+    AUTOCAL_CONVERGED_STRAIN_CHANGE,
+    AUTOCAL_SEM_FRACTION,
+    CLIP_MIN_HALF_WIDTH,
+    PANEL_CONVERGED_STRAIN_CHANGE,
+    PANEL_SEM_FRACTION,
+    clip_outliers,
+    emit_progress,
+    legacy_strain_statistics,
+    panel_mean_strain,
+    panel_point_counts,
+    ring_statistics,
+    strain_change_tolerance,
+)
 
 
 def test_clip_outliers_drops_exactly_the_planted_outliers():

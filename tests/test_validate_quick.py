@@ -14,11 +14,10 @@ import sqlite3
 import subprocess
 
 import pytest
-
-from midas_ref.cli import main
-
 from conftest import SHARED
 from test_validation import check_report
+
+from midas_ref.cli import main
 
 pytestmark = pytest.mark.slow
 

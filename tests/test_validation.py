@@ -13,9 +13,10 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from midas_ref.cli import main
-from midas_ref.params import Geometry
+from midas_ref.detector import Geometry
 from validation.crlb import crlb_sigmas, fisher_information
 from validation.gates import evaluate_gates
 from validation.legacy import legacy_programs, legacy_truth
@@ -26,9 +27,6 @@ from validation.shared import elapsed_seconds, mean_values_block
 from validation.store import StoreError, compare_runs, load_run, write_run
 from validation.suite import run_validation
 from validation.tables import build_tables, html_table
-
-from conftest import shared_file
-
 
 # ---- reference geometries of the real data -------------------------------------------------------------
 

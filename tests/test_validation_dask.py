@@ -41,13 +41,13 @@ def test_calibrate_batch(tmp_path):
     (seen: 1e-10 µm of Lsd); in-process (threads) the records are bit-identical (test above)."""
     from simulate import simulate, write_simulation
     from validation.dask_runner import calibrate_batch
-    from validation.runner import calibrate_file
+    from validation.records import calibrate_file
     from validation.scenarios import synthetic_config
 
     jobs = []
     for seed in (3, 4):
         files = write_simulation(simulate(synthetic_config("small512", "poisson", seed)), tmp_path / f"s{seed}")
-        jobs.append((files.image, files.params, ()))
+        jobs.append((files.image, files.params, {}))
     batch = calibrate_batch(jobs, workers=2)
     for (image, params, _), got in zip(jobs, batch):
         _, result, _ = calibrate_file(image, params)

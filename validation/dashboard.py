@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from midas_ref.io import atomic_path, write_text_atomic
+from midas_ref.atomic import atomic_path, write_text_atomic
 
 from .scenarios import NOISE_LEVELS
-from .store import connect, load_run, metric_history
+from .store import compare_text, connect, load_run, metric_history
 from .tables import build_tables, html_table
 
 __all__ = ["write_dashboard"]
@@ -317,8 +317,6 @@ def write_dashboard(db: str | Path, out_dir: str | Path, *, run_id: int | None =
     for r in errors:
         parts.append(f"<p class='bad'>ERROR {e(r['case_id'])}: {e(r['reason'])}</p>")
     if compare is not None:
-        from .suite import compare_text
-
         parts.append(f"<h2>Compared with an older run</h2><pre>{e(compare_text(compare, 'the older database'))}</pre>")
     for t in tables:
         if t.rows:

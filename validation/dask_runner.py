@@ -88,22 +88,24 @@ def map_cases(cases, shared_dir, client, progress=None) -> list[dict]:
     return records
 
 
-def _calibrate_one(image: str, params: str, extra: tuple) -> dict:
-    from .runner import calibrate_file, geometry_values
+def _calibrate_one(image: str, params: str, options: dict) -> dict:
+    from .records import calibrate_file, geometry_values
 
-    _, result, seconds = calibrate_file(image, params, *extra)
+    _, result, seconds = calibrate_file(image, params, **options)
     out = geometry_values(result.geometry)
     out.update(status=result.status, reason=result.reason, mean_strain=result.mean_strain, seconds=seconds)
     return out
 
 
 def calibrate_batch(jobs, *, scheduler: str | None = None, workers: int = 2) -> list[dict]:
-    """Calibrate many images on Dask; ``jobs`` = [(image, params, (extra flags…)), …].
+    """Calibrate many images on Dask; ``jobs`` = [(image, params[, options]), …].
+
+    ``options`` are :func:`validation.records.calibrate_file` keyword arguments (the ``midas-ref calibrate``
+    flags as Python values, e.g. ``{"lsd_guess_um": 1e6}``).
 
     Returns one dict per job (fitted geometry, status, reason, mean strain, seconds), in order.
     """
-    jobs = [(str(image), str(params), tuple(map(str, extra))) for image, params, *rest in jobs
-            for extra in [rest[0] if rest else ()]]
+    jobs = [(str(image), str(params), dict(rest[0]) if rest else {}) for image, params, *rest in jobs]
     with dask_client(scheduler, workers) as client:
         futures = [client.submit(_calibrate_one, *job, pure=False) for job in jobs]
         return client.gather(futures)

@@ -16,7 +16,7 @@ A module of the composite geometry is turned into the in-plane rigid motion that
 describe (``docs/geometry.md`` §6: ``p' = c + R(dθ)(p − c) + (dY, dZ)`` about the panel centre c) by mapping
 every module pixel centre to the lab and then into a *reference frame* — either the pixel coordinates of
 another HEXRD panel (the one-panel geometry: the ray from the sample through the pixel meets its plane,
-:func:`plane_frame`) or the detector position a MIDAS :class:`~midas_ref.params.Geometry` gives the same
+:func:`plane_frame`) or the detector position a MIDAS :class:`~midas_ref.detector.Geometry` gives the same
 (2θ, η) (:func:`midas_frame`) — and fitting a rigid motion to (nominal position → mapped position) by least
 squares (:func:`fit_rigid`). Out-of-plane parts of the module's placement (its own tilt, distance) leave a
 residual, reported with the fit; the ring comparison (:func:`compare_panel_result`) therefore maps every ring
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from midas_ref.detector import Geometry, PanelLayout
 from midas_ref.geometry import r_eta_to_pixel
 from midas_ref.panels import panel_bounds
-from midas_ref.params import Geometry, PanelLayout
 
 from .real import rotation_from_exponential_map
 

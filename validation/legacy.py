@@ -14,27 +14,29 @@ program (source name)              files
 =================================  =====================================================================
 
 Panel cases run ours twice: the AutoCalibrate path (monolithic geometry, gaps masked; source ``ours``) and
-``midas-ref panels`` on the same parameter file (``midas_ref.panel_refine``; source ``ours-panels``, with the
-panel-shift errors against ``panelshifts_truth.txt``). :func:`panel_refinement_module` guards the second
-when that module is absent.
+the panel refinement of ``midas-ref panels`` on the same parameter file (its set-up
+:func:`midas_ref.inputs.panel_inputs`, then :func:`midas_ref.panel_refine.refine_panels`; source
+``ours-panels``, with the panel-shift errors against ``panelshifts_truth.txt``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 
-from midas_ref.params import Geometry, read_parameter_file
+from midas_ref.detector import Geometry
+from midas_ref.inputs import data_files
+from midas_ref.params import GEOMETRY_KEYS, ParameterFile, geometry_from_params, read_parameter_file
 
-from .runner import calibrate_file, geometry_errors, geometry_values, record_calibration
+from .records import calibrate_file, geometry_errors, geometry_values, record_calibration
 from .shared import elapsed_seconds, max_rss_kib, mean_values_block
 
 __all__ = ["LEGACY_CASES", "legacy_case_names", "legacy_truth", "legacy_programs", "run_legacy_case",
-           "panel_refinement_module", "read_shift_table"]
+           "read_shift_table"]
 
 #: The golden cases shipped in ``../shared/legacy/`` (used when the folder cannot be listed).
 LEGACY_CASES = ("ceo2_2048_tilt_dist", "ceo2_1024_ge_dark", "ceo2_1024_panels16")
@@ -72,16 +74,25 @@ def read_shift_table(path: Path) -> dict[int, tuple[float, float]]:
 
 
 def _geometry_from(values: dict, truth: Geometry) -> Geometry:
-    def one(key):
-        v = values[key]
-        return float(v[0] if isinstance(v, (list, tuple)) else v)
+    """A program's fitted geometry (legacy key → value or values) on the true detector, tx and RhoD.
 
-    bc = values["BC"]
-    bc = [float(x) for x in (bc.split() if isinstance(bc, str) else bc)]
-    return Geometry(lsd_um=one("Lsd"), bc_y_px=bc[0], bc_z_px=bc[1], px_um=truth.px_um, n_pixels_y=truth.n_pixels_y,
-                    n_pixels_z=truth.n_pixels_z, tx_deg=truth.tx_deg, ty_deg=one("ty"), tz_deg=one("tz"),
-                    p0=one("p0"), p1=one("p1"), p2=one("p2"), p3_deg=one("p3"),
-                    p4=one("p4") if "p4" in values else 0.0, rho_d_um=truth.rho_d_um)
+    The legacy programs neither refine tx nor change px, the detector size or RhoD, so those come from the
+    truth; every other geometry key they print (Lsd, BC, ty, tz, p0–p5) is taken.
+    """
+    fitted = {key: values[key] for key, _ in GEOMETRY_KEYS if key in values and key not in _FROM_TRUTH}
+    pf = ParameterFile().with_values(**fitted)
+    return geometry_from_params(pf, overrides={key: value for key, value in
+                                               _key_values(truth).items() if key in _FROM_TRUTH})
+
+
+#: Geometry keys a legacy program's result takes from the truth (never refined, or the detector itself).
+_FROM_TRUTH = ("tx", "px", "NrPixelsY", "NrPixelsZ", "RhoD")
+
+
+def _key_values(geometry: Geometry) -> dict:
+    from midas_ref.params import key_values_from_geometry
+
+    return key_values_from_geometry(geometry)
 
 
 def legacy_programs(folder: Path, truth: Geometry) -> dict[str, dict]:
@@ -141,58 +152,34 @@ def panel_shift_errors(fitted: dict, truth: dict) -> dict:
     return {"err_panel_shift_rms_px": float(np.sqrt(np.mean(d ** 2))), "err_panel_shift_max_px": float(d.max())}
 
 
-def panel_refinement_module():
-    """``midas_ref.panel_refine`` when it is installed, else None (the hook for panel cases and benchmarks)."""
-    if importlib.util.find_spec("midas_ref.panel_refine") is None:
-        return None
-    return importlib.import_module("midas_ref.panel_refine")
-
-
 def _our_panels(record: dict, params: Path, truth: Geometry, folder: Path, workdir: Path) -> None:
-    """Ours with panel refinement (``midas-ref panels`` on the same parameter file) → source ``ours-panels``.
+    """Ours with panel refinement on the same parameter file → source ``ours-panels``.
 
-    The command's outputs go to ``workdir`` (PanelShiftsFile redirected there); its refined geometry and
-    shifts are compared with the truth. Without ``midas_ref.panel_refine`` the case notes it and carries on.
+    Set up exactly as ``midas-ref panels`` does (:func:`midas_ref.inputs.panel_inputs`), starting from zero
+    panel corrections (PanelShiftsFile pointed at the scratch folder, where no file exists); the refined
+    geometry and shifts of the result are compared with the truth.
     """
-    import contextlib
-    import io
-
-    from midas_ref.cli import main
+    from midas_ref.inputs import panel_inputs
+    from midas_ref.panel_refine import refine_panels
 
     pf = read_parameter_file(params)
     if not pf.has("NPanelsY"):
         return
-    if panel_refinement_module() is None:
-        record["info"]["panels"] = "midas_ref.panel_refine not available: monolithic geometry only"
-        return
-    import time
-
-    shifts = workdir / "panels" / "panelshifts.txt"
-    text = params.read_text().splitlines()
-    text = [f"PanelShiftsFile {shifts}" if line.split()[:1] == ["PanelShiftsFile"] else line for line in text
-            # the legacy programs read a missing Dark file as "no dark"; say so explicitly
-            if not (line.split()[:1] == ["Dark"] and not Path(line.split(None, 1)[1]).is_file())]
-    panel_params = workdir / "params_panels.txt"
-    panel_params.write_text("\n".join(text) + "\n")
+    pf = pf.set("PanelShiftsFile", str(workdir / "panels" / "panelshifts.txt"))
     t0 = time.perf_counter()
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        code = main(["panels", str(panel_params), "--out-dir", str(workdir / "panels"), "--quiet"])
+    inputs = panel_inputs(pf, out_dir=workdir / "panels")
+    result = refine_panels(inputs.series.image, inputs.series.mask, inputs.geometry, inputs.panels, inputs.rings,
+                           settings=inputs.settings, doublet_rings=list(inputs.doublet_rings))
     seconds = time.perf_counter() - t0
-    refined = workdir / "panels" / "refined_panel_params.txt"
-    if code != 0 or not refined.is_file():
-        record["info"]["panels"] = f"midas-ref panels exited {code}: {sink.getvalue().strip()[-300:]}"
-        return
-    rp = read_parameter_file(refined)
-    values = {k: rp.get(k) for k in ("Lsd", "BC", "ty", "tz", "p0", "p1", "p2", "p3") if rp.has(k)}
-    g = _geometry_from(values, truth)
-    m = geometry_values(g)
-    m.update(geometry_errors(g, truth))
+    m = geometry_values(result.geometry)
+    m.update(geometry_errors(result.geometry, truth))
     m["time_total_s"] = seconds
     if (folder / "panelshifts_truth.txt").is_file():
-        m.update(panel_shift_errors(read_shift_table(shifts), read_shift_table(folder / "panelshifts_truth.txt")))
+        fitted = {s.id: (s.dy_px, s.dz_px) for s in result.panels.shifts}
+        m.update(panel_shift_errors(fitted, read_shift_table(folder / "panelshifts_truth.txt")))
     record["metrics"]["ours-panels"] = m
-    record["info"]["panels"] = "midas-ref panels (midas_ref.panel_refine) on the same parameter file"
+    record["info"]["panels"] = "midas-ref panels (midas_ref.inputs.panel_inputs + refine_panels) on the same " \
+                               "parameter file"
 
 
 def run_legacy_case(case, shared_dir, workdir: Path, record: dict) -> None:
@@ -205,13 +192,9 @@ def run_legacy_case(case, shared_dir, workdir: Path, record: dict) -> None:
     params = workdir / "params_calibrant.txt"
     params.write_text((folder / "params_calibrant.txt").read_text().replace("<case dir>", str(folder)))
     pf = read_parameter_file(params)
-    image = Path(pf.get("Folder")) / f"{pf.get('FileStem')}_{int(pf.get('StartNr')):0{int(pf.get('Padding'))}d}" \
-                                     f"{pf.get('Ext')}"
-    extra = []
+    image = data_files(pf)[0]
     dark = pf.get("Dark", None)
-    if dark and Path(dark).is_file():
-        extra += ["-darkFN", dark]
-    _, result, seconds = calibrate_file(image, params, *extra)
+    _, result, seconds = calibrate_file(image, params, dark_path=dark if dark and Path(dark).is_file() else None)
     record_calibration(record, result, seconds, truth)
     _our_panels(record, params, truth, folder, workdir)
     programs = legacy_programs(folder, truth)
@@ -224,9 +207,6 @@ def run_legacy_case(case, shared_dir, workdir: Path, record: dict) -> None:
     record["info"]["gate_program"] = gate
     if pf.has("NPanelsY"):
         from midas_ref.panels import panel_bounds
-        from midas_ref.params import PanelLayout
+        from midas_ref.params import panel_layout_from_params
 
-        layout = PanelLayout(int(pf.get("NPanelsY")), int(pf.get("NPanelsZ")), int(pf.get("PanelSizeY")),
-                             int(pf.get("PanelSizeZ")), tuple(int(v) for v in pf.get("PanelGapsY")),
-                             tuple(int(v) for v in pf.get("PanelGapsZ")))
-        record["info"]["panel_bounds"] = panel_bounds(layout).tolist()
+        record["info"]["panel_bounds"] = panel_bounds(panel_layout_from_params(pf)).tolist()

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .runner import calibrate_file, geometry_errors, geometry_values, record_calibration
+from .records import calibrate_file, geometry_errors, geometry_values, record_calibration
 from .scenarios import start_guess, synthetic_config
+from .synthetic import guess_options
 
 __all__ = ["pyfai_available", "pyfai_recalibrate", "run_peer_case", "MAX_ROUNDS"]
 
@@ -107,8 +107,8 @@ def pyfai_recalibrate(image: np.ndarray, start, wavelength_angstrom: float, d_sp
 
 def run_peer_case(case, workdir: Path, record: dict) -> None:
     """Ours and pyFAI on one simulated image from the same start; errors vs truth and time, side by side."""
-    from midas_ref.params import Geometry
-    from midas_ref.rings import ring_table
+    from midas_ref.detector import Geometry
+    from midas_ref.inputs import calibrant_rings
     from simulate import simulate, write_simulation
 
     cfg = synthetic_config(case.name, case.noise, case.seed)
@@ -116,9 +116,7 @@ def run_peer_case(case, workdir: Path, record: dict) -> None:
     sim = simulate(cfg)
     files = write_simulation(sim, workdir, "tif")
     lsd_guess, bc_guess = start_guess(truth, case.start)
-    extra = [] if lsd_guess is None else ["-LsdGuess", repr(lsd_guess), "-BCGuess", repr(bc_guess[0]),
-                                          repr(bc_guess[1])]
-    prep, result, seconds = calibrate_file(files.image, files.params, *extra)
+    inputs, result, seconds = calibrate_file(files.image, files.params, **guess_options(lsd_guess, bc_guess))
     record_calibration(record, result, seconds, truth, distortion=False)
     if not pyfai_available():
         record["metrics"]["pyFAI"] = {}
@@ -130,10 +128,10 @@ def run_peer_case(case, workdir: Path, record: dict) -> None:
     start = Geometry(lsd_um=lsd_guess, bc_y_px=bc_guess[0], bc_z_px=bc_guess[1], px_um=truth.px_um,
                      n_pixels_y=truth.n_pixels_y, n_pixels_z=truth.n_pixels_z, rho_d_um=truth.rho_d_um)
     wavelength = cfg.material.wavelength_angstrom
-    corner = math.hypot(*truth.shape) * truth.px_um
-    rings = ring_table(cfg.material.space_group, cfg.material.lattice, wavelength,
-                       d_min_angstrom=wavelength / (2 * math.sin(0.5 * math.atan(corner / truth.lsd_um))))
-    image = prep.loaded.image
+    # the rings within one detector diagonal of the beam at the true distance
+    rings = calibrant_rings(cfg.material.space_group, cfg.material.lattice, wavelength, shape=truth.shape,
+                            px_um=truth.px_um, lsd_um=truth.lsd_um, reach=(1.0, 1.0))
+    image = inputs.image
     t0 = time.perf_counter()
     try:
         fitted, rounds, n_points, converged = pyfai_recalibrate(image, start, wavelength, [r.d_angstrom for r in rings])

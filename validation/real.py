@@ -27,9 +27,9 @@ from typing import Callable
 
 import numpy as np
 
-from midas_ref.params import Geometry
+from midas_ref.detector import Geometry
 
-from .runner import calibrate_file, record_calibration
+from .records import calibrate_file, record_calibration
 
 __all__ = ["RealDataset", "REAL_DATASETS", "HC_KEV_ANGSTROM", "rotation_from_exponential_map", "hexrd_beam_point",
            "reference_geometry", "run_real_case"]
@@ -125,8 +125,9 @@ class RealDataset:
         What the reference is (for the tables).
     extra_params : str
         Parameter-file lines beside px, Wavelength, SpaceGroup and LatticeParameter.
-    args : tuple of str
-        Extra ``midas-ref calibrate`` flags.
+    options : tuple of (str, object)
+        Extra :func:`midas_ref.inputs.calibration_inputs` options (the ``midas-ref calibrate`` flags as
+        Python values), e.g. ``(("im_trans_opt", (2,)),)`` for ``-ImTransOpt 2``.
     quick : bool
         Part of the quick suite.
     approximate : bool
@@ -139,7 +140,7 @@ class RealDataset:
     reference: Callable
     source: str
     extra_params: str = ""
-    args: tuple = ()
+    options: tuple = ()
     quick: bool = False
     approximate: bool = False
     needs: tuple = field(default=())
@@ -152,19 +153,19 @@ REAL_DATASETS = {
     "pilatus1m_ceo2_cpf": RealDataset(
         "CeO2_Pil207_E30_2Nov2016_001.tif", 172.0, 5.411651, _poni_reference("CeO2_cal_Dioptas.poni", 1043, 981),
         "Dioptas PONI CeO2_cal_Dioptas.poni (flipped frame)", "BadPxIntensity -2\nGapIntensity -1\ntolP 0\n",
-        ("-ImTransOpt", "2"), quick=True),
+        (("im_trans_opt", (2,)),), quick=True),
     "pilatus1m_ceo2_dioptas": RealDataset(
         "CeO2_Pilatus1M.tif", 172.0, 5.411651, _poni_reference("CeO2_Pilatus1M.poni", 1043, 981),
         "Dioptas PONI CeO2_Pilatus1M.poni (flipped frame)", "BadPxIntensity -2\nGapIntensity -1\ntolP 0\n",
-        ("-ImTransOpt", "2")),
+        (("im_trans_opt", (2,)),)),
     "pilatus2m_ceo2_aps1id": RealDataset(
         "ceria_50x30_740mm_000005_Pilatus2M.hdf5", 172.0, 5.41153,
         lambda f: _hexrd_h5(f / "Pilatus2M_CeO2_Yb_edge.hexrd", "Pilatus2M"),
         "HEXRD geometry (Pilatus2M_CeO2_Yb_edge.hexrd, one panel)", "BadPxIntensity -2\nGapIntensity -1\n",
-        ("-dataLoc", "imageseries/images")),
+        (("data_loc", "imageseries/images"),)),
     "dexela_ceo2_chess": RealDataset(
         "ceria_ff1.h5", 74.8, 5.412, _dexela_reference, "HEXRD dexelas.yml, mean of the 4 ff1 sub-panels "
-        "(approximate)", "tolTilts 10\n", ("-dataLoc", "data"), approximate=True, needs=("yaml",)),
+        "(approximate)", "tolTilts 10\n", (("data_loc", "data"),), approximate=True, needs=("yaml",)),
 }
 
 
@@ -192,8 +193,8 @@ def run_real_case(case, shared_dir, workdir: Path, record: dict) -> None:
     a = spec.lattice_angstrom
     params.write_text(f"px {spec.px_um}\nWavelength {ref['wavelength_angstrom']!r}\nSpaceGroup 225\n"
                       f"LatticeParameter {a} {a} {a} 90 90 90\n{spec.extra_params}")
-    prep, result, seconds = calibrate_file(folder / spec.image, params, *spec.args)
-    rows, cols = prep.loaded.image.shape
+    inputs, result, seconds = calibrate_file(folder / spec.image, params, **dict(spec.options))
+    rows, cols = inputs.image.shape
     reference = Geometry(lsd_um=ref["lsd_um"], bc_y_px=ref["bc_y_px"], bc_z_px=ref["bc_z_px"], px_um=spec.px_um,
                          n_pixels_y=cols, n_pixels_z=rows)
     record_calibration(record, result, seconds, reference, tilts=False, distortion=False,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from midas_ref.params import Geometry
+from midas_ref.detector import Geometry
 
 __all__ = ["Case", "NOISE_LEVELS", "STARTS", "EXTRA_SCENARIOS", "SUITES", "synthetic_config", "start_guess",
            "suite_cases", "crlb_seed_cases"]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from midas_ref.errors import MidasRefError
 
-__all__ = ["SCHEMA_VERSION", "StoreError", "connect", "write_run", "load_run", "run_ids", "metric_history",
-           "compare_runs", "Change"]
+__all__ = ["SCHEMA_VERSION", "StoreError", "connect", "write_run", "load_run", "metric_history",
+           "compare_runs", "compare_text", "Change"]
 
 SCHEMA_VERSION = 1
 
@@ -144,12 +144,6 @@ def write_run(path: str | Path, run: dict, records: list[dict], benchmarks: list
                          [(run_id, b["name"], b["group"], _num(b["mean_s"]), _num(b["min_s"]), _num(b["max_s"]),
                            _num(b["stddev_s"]), b["rounds"], b["source"]) for b in benchmarks])
     return run_id
-
-
-def run_ids(path: str | Path) -> list[int]:
-    """Every run id in the database, oldest first."""
-    with closing(connect(path, create=False)) as conn:
-        return [row[0] for row in conn.execute("SELECT run_id FROM runs ORDER BY run_id")]
 
 
 def load_run(path: str | Path, run_id: int | None = None, *, points: bool = True) -> dict:
@@ -272,3 +266,19 @@ def compare_runs(old_path: str | Path, new_path: str | Path, new_run_id: int | N
             if verdict in ("better", "worse"):
                 changes.append(Change(case_id=case_id, what=metric, old=om[metric], new=nm[metric], verdict=verdict))
     return changes
+
+
+def compare_text(changes: list, old_path) -> str:
+    """Text report of :func:`validation.store.compare_runs`."""
+    if not changes:
+        return f"compared with {old_path}: nothing got better or worse beyond the noise thresholds\n"
+    lines = [f"compared with {old_path}:"]
+    for verdict in ("worse", "better", "changed", "added", "removed"):
+        chosen = [c for c in changes if c["verdict"] == verdict]
+        if chosen:
+            lines.append(f"  {verdict.upper()} ({len(chosen)}):")
+            for c in chosen:
+                old, new = c["old"], c["new"]
+                fmt = (lambda v: f"{v:.4g}") if isinstance(old, float) else str
+                lines.append(f"    {c['case_id']}  {c['what']}: {fmt(old)} → {fmt(new) if isinstance(new, float) else new}")
+    return "\n".join(lines) + "\n"

@@ -16,10 +16,10 @@ from .gates import evaluate_gates
 from .runner import run_case
 from .scenarios import suite_cases
 from .shared import resolve_shared_dir
-from .store import compare_runs, write_run
+from .store import compare_runs, compare_text, write_run
 from .tables import build_tables, text_table
 
-__all__ = ["ValidationOutcome", "run_validation", "case_line", "compare_text"]
+__all__ = ["ValidationOutcome", "run_validation", "case_line"]
 
 
 @dataclass
@@ -56,22 +56,6 @@ def case_line(k: int, n: int, record: dict) -> str:
     return ", ".join(bits)
 
 
-def compare_text(changes: list, old_path) -> str:
-    """Text report of :func:`validation.store.compare_runs`."""
-    if not changes:
-        return f"compared with {old_path}: nothing got better or worse beyond the noise thresholds\n"
-    lines = [f"compared with {old_path}:"]
-    for verdict in ("worse", "better", "changed", "added", "removed"):
-        chosen = [c for c in changes if c["verdict"] == verdict]
-        if chosen:
-            lines.append(f"  {verdict.upper()} ({len(chosen)}):")
-            for c in chosen:
-                old, new = c["old"], c["new"]
-                fmt = (lambda v: f"{v:.4g}") if isinstance(old, float) else str
-                lines.append(f"    {c['case_id']}  {c['what']}: {fmt(old)} → {fmt(new) if isinstance(new, float) else new}")
-    return "\n".join(lines) + "\n"
-
-
 def run_validation(suite: str = "quick", out_dir: str | Path = "validation-out", *, db: str | Path | None = None,
                    compare: str | Path | None = None, scheduler: str | None = None, workers: int = 1, seed: int = 1,
                    html: bool = True, shared: str | Path | None = None, cases=None, benchmarks: bool | None = None,
@@ -104,7 +88,7 @@ def run_validation(suite: str = "quick", out_dir: str | Path = "validation-out",
     progress : callable(str), optional
         Receives one line per finished case.
     """
-    from midas_ref.io import write_text_atomic
+    from midas_ref.atomic import write_text_atomic
 
     say = progress or (lambda line: None)
     if compare is not None:

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the parameter file, convert, write; returns the exit code."""
     from .. import convert
-    from ..io import write_text_atomic
+    from ..atomic import write_text_atomic
     from ..params import geometry_from_params, read_parameter_file
 
     pf = read_parameter_file(args.param_fn)

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 def _detector_rho_d_um(pf) -> float | None:
     """Beam centre → farthest corner (µm) when BC, px and the detector size are all given."""
-    from ..params import default_rho_d_um
+    from ..detector import default_rho_d_um
 
     bc, px = pf.get("BC", None), pf.get("px", None)
     n_y, n_z = pf.get("NrPixelsY", None), pf.get("NrPixelsZ", None)

@@ -46,8 +46,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from validation.store import compare_text
+    from validation.suite import run_validation
+
     from ..errors import MidasRefError
-    from validation.suite import compare_text, run_validation
 
     class BadOption(MidasRefError):
         pass

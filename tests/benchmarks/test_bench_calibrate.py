@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from midas_ref import Geometry
-from midas_ref.autocal import CalibrationSettings, calibrate
+from midas_ref.autocal import calibrate
 from midas_ref.io import load_image, write_tiff
 from midas_ref.profiles import extract_peaks
 from midas_ref.rings import ring_table

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import reference
 from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
 from midas_ref import Geometry
 from midas_ref import geometry as G
-
-import reference
 
 
 @st.composite

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
 from midas_ref.errors import ParameterFileError
-from midas_ref.params import (KEY_TABLE, Entry, Geometry, ParameterFile, geometry_from_params, key_spec,
+from midas_ref.detector import Geometry
+from midas_ref.params import (KEY_TABLE, Entry, ParameterFile, geometry_from_params, key_spec,
                               params_from_geometry, parse_parameter_text, read_parameter_file,
                               write_parameter_file)
 
