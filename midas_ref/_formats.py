@@ -27,11 +27,19 @@ def read_binary(path: str, dtype: np.dtype, n_pixels_y: int, n_pixels_z: int, he
     size = os.path.getsize(path)
     n_frames, extra = divmod(size - head_size, frame_bytes)
     if size < head_size or extra or n_frames == 0:
-        raise ImageReadError(
-            f"{path}: file size {size} bytes is not HeadSize {head_size} + a whole number of "
-            f"{n_pixels_y}x{n_pixels_z} (NrPixelsY x NrPixelsZ) {dtype.name} frames of {frame_bytes} bytes "
-            f"({max(size - head_size, 0) / frame_bytes:.4g} frames); wrong NrPixelsY/Z, HeadSize or "
-            "DataType, or a truncated file")
+        frame = (f"a {n_pixels_y} x {n_pixels_z} (NrPixelsY x NrPixelsZ) {dtype.name} frame is "
+                 f"{frame_bytes} bytes")
+        if size < head_size:
+            what = f"the file has {size} bytes, fewer than the HeadSize {head_size} header"
+        elif n_frames == 0 and not extra:
+            what = f"the file has {size} bytes: the HeadSize {head_size} header and no frame ({frame})"
+        elif n_frames == 0:
+            what = (f"the file has {size} bytes: the HeadSize {head_size} header + {extra} bytes, less than "
+                    f"one frame ({frame})")
+        else:
+            what = (f"the file has {size} bytes = HeadSize {head_size} header + {n_frames} whole "
+                    f"frame{'s' if n_frames > 1 else ''} + {extra} bytes ({frame}): the last frame is partial")
+        raise ImageReadError(f"{path}: {what}; a truncated file, or wrong NrPixelsY/Z, HeadSize or DataType")
     count = max(n_frames - skip_frame, 0) * n_pixels_y * n_pixels_z
     data = np.fromfile(path, dtype=dtype, count=count, offset=head_size + skip_frame * frame_bytes)
     return data.reshape(-1, n_pixels_z, n_pixels_y)
@@ -88,13 +96,33 @@ def _hdf5_all_datasets(handle, limit: int = 30) -> str:
     return "; ".join(names) or "none"
 
 
+def _hdf5_group_datasets(group, loc: str, limit: int = 5) -> str:
+    """What to say about group ``loc``: the datasets inside it (largest first, with shapes) and a -dataLoc."""
+    import h5py
+
+    datasets = []
+    group.visititems(lambda name, obj: datasets.append((obj.size, name, obj.shape))
+                     if isinstance(obj, h5py.Dataset) else None)
+    if not datasets:
+        return "it holds no datasets"
+    datasets.sort(key=lambda item: (-item[0], item[1]))  # largest (the images) first
+    full = [(f"{loc}/{name}" if loc else name, shape) for _, name, shape in datasets]
+    shown = ", ".join(f"{name} {shape}" for name, shape in full[:limit])
+    more = f" and {len(full) - limit} more" if len(full) > limit else ""
+    return f"datasets inside it: {shown}{more}; give one of them, e.g. -dataLoc {full[0][0]}"
+
+
 def _resolve_hdf5_dataset(handle, path: str, data_loc: str | None) -> tuple[str, str | None]:
     import h5py
 
     if data_loc is not None:
         loc = data_loc.strip("/")
-        if isinstance(handle.get(loc), h5py.Dataset):
+        node = handle.get(loc) if loc else handle
+        if isinstance(node, h5py.Dataset):
             return loc, None
+        if isinstance(node, h5py.Group):
+            raise ImageReadError(f"{path}: '{loc or '/'}' (-dataLoc) is an HDF5 group, not a dataset; "
+                                 + _hdf5_group_datasets(node, loc))
         raise ImageReadError(f"{path}: HDF5 dataset '{loc}' not found; datasets present: "
                              + _hdf5_all_datasets(handle))
     for loc in HDF5_COMMON_DATASETS:

@@ -163,8 +163,11 @@ def write_zip(tmp_path: os.PathLike, frames: np.ndarray, dark: np.ndarray, brigh
         for loc, stack in ((DATA_LOC, frames), (DARK_LOC, dark), (BRIGHT_LOC, bright), (MASK_LOC, mask)):
             if stack is None:
                 continue
+            # Every chunk is stored, even an all-zero one (zarr-python 3 skips those by default; FGZ's
+            # zarr 2 does not), so that a missing chunk always means a damaged file (see _check_chunks).
             array = root.create_array(loc, shape=stack.shape, dtype=stack.dtype,
-                                      chunks=(1, *stack.shape[1:]), compressors=_blosc(), fill_value=0)
+                                      chunks=(1, *stack.shape[1:]), compressors=_blosc(), fill_value=0,
+                                      config={"write_empty_chunks": True})
             for i in range(stack.shape[0]):
                 array[i] = stack[i]
         # FGZ knows only _FGZ_DATATYPES and writes "unknown" for others; we write the numpy name.
@@ -195,6 +198,8 @@ class _OpenZip:
         import zarr
         from zarr.storage import ZipStore
 
+        if os.path.isdir(self.path):
+            raise ImageReadError(f"{self.path}: is a directory, not a MIDAS Zarr zip file")
         if not os.path.isfile(self.path):
             raise ImageReadError(f"{self.path}: file not found")
         if not zipfile.is_zipfile(self.path):
@@ -233,6 +238,34 @@ def _get_array(root, path: str, loc: str):
     return node
 
 
+def _check_chunks(path: str, array, loc: str) -> None:
+    """Raise if chunks of ``array`` are absent from the zip (zarr would silently read them as fill value).
+
+    A data array (``exchange/data``) must hold every chunk its shape and chunk shape imply. Other arrays
+    may hold none at all (zarr-python 3 leaves an all-fill-value array, such as a zero dark, unwritten),
+    but not only some.
+    """
+    import itertools
+
+    grid = [range(-(-n // c)) if n else range(0) for n, c in zip(array.shape, array.chunks)]
+    prefix = f"{array.path}/" if array.path else ""
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    expected = list(itertools.product(*grid))
+    missing = [c for c in expected if prefix + array.metadata.encode_chunk_key(c) not in names]
+    if not missing or (len(missing) == len(expected) and loc != DATA_LOC):
+        return
+    detail = ""
+    if array.ndim == 3 and array.chunks[0] == 1 and all(len(g) == 1 for g in grid[1:]):  # chunk = frame
+        frames = [c[0] for c in missing]
+        shown = ", ".join(str(f) for f in frames[:10]) + (", …" if len(frames) > 10 else "")
+        detail = f" (frame{'s' if len(frames) > 1 else ''} {shown})"
+    verb = "is" if len(missing) == 1 else "are"
+    raise ImageReadError(f"{path}: the file is incomplete: {len(missing)} of {len(expected)} chunks of array "
+                         f"'{loc}'{detail} {verb} missing from the zip (zarr would read them as zeros); the "
+                         "zip was truncated or damaged: write or copy it again")
+
+
 def has_array(path: os.PathLike | str, loc: str) -> bool:
     """True if the zip at ``path`` holds an array at ``loc``."""
     with _OpenZip(path) as root:
@@ -249,6 +282,7 @@ def read_array(path: os.PathLike | str, loc: str = DATA_LOC, skip_frame: int = 0
     with _OpenZip(path) as root:
         array = _get_array(root, path, loc)
         try:
+            _check_chunks(path, array, loc.strip("/"))
             if array.ndim == 3:
                 return np.asarray(array[skip_frame:])
             return np.asarray(array[...])
@@ -329,6 +363,7 @@ def read_midas_zip(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
     Raises
     ------
     ImageReadError
-        Missing file, not a zip, no ``/exchange/data`` (lists the arrays present), corrupt chunks.
+        Missing file, not a zip, no ``/exchange/data`` (lists the arrays present), corrupt or missing
+        chunks.
     """
     return read_zip(path)

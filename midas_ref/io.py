@@ -82,14 +82,33 @@ class ImageSource:
     skip_frame: int = 0
 
 
+def _not_a_directory(path: str) -> None:
+    """Raise :class:`ImageReadError` if ``path`` is a directory, naming an image file inside it if any."""
+    if not os.path.isdir(path):
+        return
+    try:
+        names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)) and (
+            Path(n).suffix.lower() in _EXTENSIONS or re.fullmatch(r"\.ge\d?", Path(n).suffix.lower())))
+    except OSError:
+        names = []
+    if any(os.path.exists(os.path.join(path, n)) for n in (".zgroup", ".zarray", "zarr.json")):
+        raise ImageReadError(f"{path}: is a directory (an unzipped Zarr store?), not an image file; give the "
+                             "MIDAS Zarr zip, or zip the directory's contents (not the directory) into one")
+    hint = (f", e.g. {os.path.join(path, names[0])} ({len(names)} image file{'s' if len(names) > 1 else ''} "
+            "in the directory)") if names else " (the directory holds no image files)"
+    raise ImageReadError(f"{path}: is a directory, not an image file; give the image file itself{hint}")
+
+
 def infer_file_type(path: str | os.PathLike, file_type: str | int | None = None,
                     data_type: int | None = None) -> str:
     """File type ("zarr", "hdf5", "ge", "tiff" or "raw") from the argument, the extension or DataType.
 
     ``.ge``, ``.ge1`` … ``.ge9`` (also as the last suffix, ``x.edf.ge1``) are GE; an unknown extension with
-    a ``data_type`` of 1–5 is raw. Raises :class:`ImageReadError` when nothing decides.
+    a ``data_type`` of 1–5 is raw. Raises :class:`ImageReadError` when nothing decides, or when ``path``
+    is a directory.
     """
     path = os.fspath(path)
+    _not_a_directory(path)
     if file_type is not None:
         if isinstance(file_type, (int, np.integer)) and not isinstance(file_type, bool):
             if int(file_type) not in CONVERT_FILE_TYPES:
@@ -134,6 +153,7 @@ def _frame_size(source: ImageSource) -> tuple[int, int]:
 def _read_source(source: ImageSource) -> tuple[np.ndarray, str, str | None, str | None]:
     """Frames (after SkipFrame), file type, dataset path (HDF5/zarr) and a note on how it was found."""
     path = source.path
+    _not_a_directory(path)
     if not os.path.isfile(path):
         raise ImageReadError(f"{path}: file not found")
     if source.skip_frame < 0:

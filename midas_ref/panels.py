@@ -145,12 +145,15 @@ _FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 def read_panel_shifts(path: str | Path, layout: PanelLayout) -> Panels:
     """Read a ``panelshifts.txt`` file (``ID dY dZ [dTheta [dLsd [dP2]]]`` per line, ``#`` comments).
 
-    Ids outside the layout are ignored, as the legacy reader does; panels not listed get zeros.
+    Panels not listed get zeros. Unlike the legacy reader, which skips ids outside the layout and keeps
+    the last of repeated ids, both are refused: either means the file belongs to another detector layout
+    or was edited by mistake.
 
     Raises
     ------
     ParameterFileError
-        Missing file or a malformed line (named by line number).
+        Missing file, a malformed line, a panel id outside the layout or a repeated id (named by line
+        number).
     """
     path = Path(path)
     try:
@@ -158,6 +161,7 @@ def read_panel_shifts(path: str | Path, layout: PanelLayout) -> Panels:
     except (OSError, UnicodeDecodeError) as exc:
         raise ParameterFileError(f"cannot read panel shifts file: {exc}", str(path)) from None
     shifts = []
+    first_line: dict[int, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -169,8 +173,16 @@ def read_panel_shifts(path: str | Path, layout: PanelLayout) -> Panels:
                                      lineno)
         values = [float(t) for t in tokens[1:]] + [0.0] * (6 - len(tokens))
         pid = int(tokens[0])
-        if pid < layout.n_panels:
-            shifts.append(PanelShift(pid, *values))
+        if pid >= layout.n_panels:
+            raise ParameterFileError(
+                f"panel id {pid} does not exist: the layout (NPanelsY {layout.n_panels_y} x NPanelsZ "
+                f"{layout.n_panels_z}) has ids 0..{layout.n_panels - 1}; is this file for another detector?",
+                str(path), lineno)
+        if pid in first_line:
+            raise ParameterFileError(f"panel id {pid} is listed twice (first on line {first_line[pid]}); "
+                                     "keep one line per panel", str(path), lineno)
+        first_line[pid] = lineno
+        shifts.append(PanelShift(pid, *values))
     try:
         return Panels.from_shifts(layout, shifts)
     except GeometryError as exc:

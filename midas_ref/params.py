@@ -504,20 +504,51 @@ def parse_parameter_text(text: str, source: str = "<string>") -> ParameterFile:
     return ParameterFile(tuple(entries), source)
 
 
+#: Byte-order marks of the wide Unicode encodings, UTF-32 first (its LE mark starts with UTF-16's).
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32", "little-endian"), (b"\x00\x00\xfe\xff", "UTF-32", "big-endian"),
+              (b"\xff\xfe", "UTF-16", "little-endian"), (b"\xfe\xff", "UTF-16", "big-endian"))
+
+
+def _wide_text_encoding(data: bytes) -> str | None:
+    """"UTF-16 text (…)" / "UTF-32 text (…)" if ``data`` looks like it (BOM or NUL pattern), else None.
+
+    Without a byte-order mark, mostly-ASCII UTF-16 has a NUL in every other byte (UTF-32: three in four) and
+    none in the others; binary files have NULs scattered.
+    """
+    for bom, name, order in _WIDE_BOMS:
+        if data.startswith(bom):
+            return f"{name} text ({order}, with a byte-order mark)"
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        n = len(data) - len(data) % width
+        if n < 2 * width:
+            continue
+        # share of NUL bytes at each byte position of a code unit
+        nul_share = [data[i:n:width].count(0) / (n // width) for i in range(width)]
+        for order, text_byte in (("little-endian", 0), ("big-endian", width - 1)):
+            others = [i for i in range(width) if i != text_byte]
+            if nul_share[text_byte] < 0.05 and all(nul_share[i] > 0.9 for i in others):
+                return f"{name} text ({order}, without a byte-order mark)"
+    return None
+
+
 def read_parameter_file(path: str | os.PathLike) -> ParameterFile:
     """Read a MIDAS parameter file (UTF-8 text; see :func:`parse_parameter_text` for the rules).
 
     Raises
     ------
     ParameterFileError
-        The file is missing, unreadable, not UTF-8 text, or has a malformed value.
+        The file is missing, unreadable, not UTF-8 text (UTF-16/UTF-32 text is named as such), or has a
+        malformed value.
     """
     name = os.fspath(path)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ParameterFileError(f"cannot read: {exc.strerror or exc}", name) from exc
-    if b"\x00" in data:
+    if b"\x00" in data or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = _wide_text_encoding(data)
+        if encoding is not None:
+            raise ParameterFileError(f"file is {encoding}, not UTF-8; save it as UTF-8 (or ASCII)", name)
         raise ParameterFileError("binary file, not a text parameter file", name)
     try:
         text = data.decode("utf-8-sig")

@@ -67,9 +67,10 @@ def test_panel_shift_file_round_trip(tmp_path):
                                    [a.dy_px, a.dz_px, a.dtheta_deg, a.dlsd_um, a.dp2], atol=5e-11)
 
 
-def test_short_rows_and_foreign_ids(tmp_path):
+def test_short_rows(tmp_path):
+    # ids outside the layout are refused (tests/test_input_errors.py), no longer skipped
     path = tmp_path / "shifts.txt"
-    path.write_text("# comment\n\n3 0.5 -0.25\n99 1 1 1\n")
+    path.write_text("# comment\n\n3 0.5 -0.25\n")
     panels = read_panel_shifts(path, LEGACY16)
     assert panels.shifts[3] == PanelShift(3, 0.5, -0.25)
     assert panels.shifts[0] == PanelShift(0)

@@ -64,6 +64,15 @@ class StoreError(MidasRefError):
 def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
     """Open (and create, unless ``create`` is False) a results database; checks the schema version."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "results.sqlite"
+        if inside.is_file():
+            hint = f"; did you mean {inside} (the results database in it)?"
+        elif create:
+            hint = f"; give a file name, e.g. {inside}"
+        else:
+            hint = " (and there is no results.sqlite in it); give the .sqlite file of an earlier run"
+        raise StoreError(f"{path}: is a folder, not a results database{hint}")
     if not create and not path.is_file():
         raise StoreError(f"{path}: no such results database")
     if create:

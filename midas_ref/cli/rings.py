@@ -11,6 +11,7 @@ keys read: SpaceGroup, LatticeConstant (or LatticeParameter), Wavelength; option
 MaxRingRad), RingsToExclude, MaxRingNumber, px, BC, NrPixelsY/NrPixelsZ (or NrPixels).
 Rings are cut at d_min = λ / (2 sin(½·atan(RhoD/Lsd))); without RhoD it is the distance from BC to the
 farthest detector corner when BC, px and the detector size are given, otherwise there is no radius cut.
+Without Lsd (the params.txt of `midas-ref simulate`) there are no radii ("-") and no radius cut.
 Ring numbers are GetHKLList's: excluded rings keep their numbers and are marked, not removed.
 --hkls-csv writes every reflection (all equivalents, excluded rings included) in the legacy hkls.csv format.
 
@@ -58,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     rho_d_source = "RhoD"
     if rho_d is None and lsd is not None:
         rho_d, rho_d_source = _detector_rho_d_um(pf), "farthest detector corner"
+    # RhoD is a radius: without Lsd it gives no d-spacing cut (and no ring has a radius). The params.txt of
+    # `midas-ref simulate` is like that (the geometry is what calibrate finds), and calibrate accepts it.
+    unused_rho_d = rho_d if lsd is None else None
+    if lsd is None:
+        rho_d = None
     excluded = {int(n) for n in pf.get("RingsToExclude")}
     max_ring_nr = pf.get("MaxRingNumber", 0)
     px = pf.get("px", None)
@@ -88,9 +94,16 @@ def run(args: argparse.Namespace) -> int:
 
     import gemmi
 
-    cut = (f"{rho_d_source} = {rho_d:.2f} µm at Lsd = {lsd:.2f} µm: d ≥ "
-           f"{d_min_from_radius(wavelength, lsd, rho_d):.6f} Å" if rho_d is not None
-           else "no radius cut (d ≥ λ/2)")
+    if rho_d is not None:
+        cut = (f"{rho_d_source} = {rho_d:.2f} µm at Lsd = {lsd:.2f} µm: d ≥ "
+               f"{d_min_from_radius(wavelength, lsd, rho_d):.6f} Å")
+    elif unused_rho_d is not None:
+        cut = (f"no radius cut (d ≥ λ/2) and no radii: RhoD = {unused_rho_d:.2f} µm is given but no Lsd, "
+               "and a radius needs the distance")
+    elif lsd is None:
+        cut = "no radius cut (d ≥ λ/2) and no radii: no Lsd"
+    else:
+        cut = "no radius cut (d ≥ λ/2): no RhoD, and BC, px, NrPixelsY/Z do not all give the detector edge"
     print(f"# space group {space_group} ({gemmi.find_spacegroup_by_number(space_group).xhm()}), "
           f"lattice {' '.join(f'{x:.10g}' for x in lattice)}, λ = {wavelength:g} Å")
     print(f"# {cut}; {len(rings)} rings, {sum(r.ring_nr in excluded for r in rings)} excluded"
