@@ -292,6 +292,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     thr = math.nan
     if start is None:
         geom, guess_info, background, binary, thr = initial_geometry(image, mask, base, rings, settings, progress)
+        emit_progress(progress, "guessed", guess=guess_info, geometry=geom)
         timings["background"] = guess_info["seconds_background"]
         timings["guess"] = guess_info["seconds_guess"]
         fwhm = guess_info["fwhm_px"]

@@ -57,3 +57,8 @@ class RingTableError(MidasRefError):
 
 class CalibrationError(MidasRefError):
     """A calibration step failed (no rings found, all pixels masked, no convergence, ...)."""
+
+
+class OutputLocationError(MidasRefError):
+    """An output file or folder cannot be written where the user asked (a file in the way, no permission,
+    a name too long, …); raised before any work starts."""

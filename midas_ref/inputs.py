@@ -32,6 +32,7 @@ from .params import (ParameterFile, geometry_from_params, panel_layout_from_para
 from .rings import Ring, d_min_from_radius, ring_table
 
 __all__ = ["CalibrationInputs", "calibration_inputs", "PanelInputs", "panel_inputs", "panel_settings_from_params",
+           "check_panel_layout_fits", "panel_shifts_locations",
            "tolerances_from_params", "calibrant_rings", "data_files", "load_series", "SeriesImage",
            "CALIBRATION_RING_REACH", "PANEL_RING_REACH"]
 
@@ -250,6 +251,16 @@ def _given(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _check_guesses(settings: dict) -> None:
+    """The command-line guesses, in the flags' own words (before they reach any internal check)."""
+    lsd = settings.get("lsd_guess_um")
+    if lsd is not None and not (math.isfinite(lsd) and lsd > 0):
+        raise ParameterFileError(f"-LsdGuess must be a distance > 0 µm, got {lsd!r}")
+    bc = settings.get("bc_guess_px")
+    if bc is not None and not all(math.isfinite(v) for v in bc):
+        raise ParameterFileError(f"-BCGuess must be two finite pixel coordinates (Y Z), got {tuple(bc)!r}")
+
+
 def calibration_inputs(data_path: str | os.PathLike, param_path: str | os.PathLike | None = None, *,
                        file_type: str | None = None, dark_path: str | os.PathLike | None = None,
                        data_loc: str | None = None, im_trans_opt=None, bad_px_intensity: float | None = None,
@@ -305,6 +316,8 @@ def calibration_inputs(data_path: str | os.PathLike, param_path: str | os.PathLi
         raise ParameterFileError("-paramFN is required for a non-Zarr input (SpaceGroup, LatticeParameter, "
                                  "Wavelength and px come from it)")
     pf.require("SpaceGroup", "LatticeConstant", "Wavelength", "px")
+    pf.require_positive("Wavelength", "px")
+    _check_guesses(settings)
     im_trans = im_trans_opt if im_trans_opt is not None else (pf.get("ImTransOpt") or [0])
     bad = _given(bad_px_intensity) if _given(bad_px_intensity) is not None else pf.get("BadPxIntensity", None)
     gap = _given(gap_intensity) if _given(gap_intensity) is not None else pf.get("GapIntensity", None)
@@ -375,6 +388,25 @@ def panel_settings_from_params(pf: ParameterFile, optimizer: str = "least-square
         mult_factor=float(pf.get("MultFactor")), outlier_iterations=int(pf.get("OutlierIterations")),
         normalize_ring_weights=bool(pf.get("NormalizeRingWeights")), weight_by_radius=bool(pf.get("WeightByRadius")),
         doublet_separation_px=float(pf.get("DoubletSeparation")), optimizer=optimizer)
+
+
+def check_panel_layout_fits(layout: PanelLayout, shape: tuple[int, int], source: str | None = None) -> None:
+    """Refuse a panel grid that does not tile the image exactly (widths + gaps = image size, both axes).
+
+    Raises
+    ------
+    ParameterFileError
+        With the arithmetic, e.g. ``NPanelsY 3 × PanelSizeY 487 + PanelGapsY (7 + 7) = 1475 ≠ 1474 px``.
+    """
+    rows, cols = shape
+    for axis, n, size, gaps, pixels in (("Y", layout.n_panels_y, layout.size_y_px, layout.gaps_y_px, cols),
+                                        ("Z", layout.n_panels_z, layout.size_z_px, layout.gaps_z_px, rows)):
+        total = n * size + sum(gaps)
+        if total != pixels:
+            gap_text = f" + PanelGaps{axis} ({' + '.join(map(str, gaps))})" if gaps else ""
+            raise ParameterFileError(f"the panel layout does not fit the image: NPanels{axis} {n} × PanelSize{axis} "
+                                     f"{size}{gap_text} = {total} px, but the image has {pixels} px along {axis} "
+                                     f"(NrPixels{axis})", source, key=f"PanelSize{axis}")
 
 
 def panel_shifts_locations(pf: ParameterFile, out_dir: str | os.PathLike | None) -> tuple[Path, Path]:
@@ -453,6 +485,7 @@ def panel_inputs(pf: ParameterFile, *, optimizer: str = "least-squares",
 
     pf.require("SpaceGroup", "LatticeConstant", "Wavelength", "px", "NrPixelsY", "NrPixelsZ", "Lsd", "BC",
                "NPanelsY", "NPanelsZ", "PanelSizeY", "PanelSizeZ")
+    pf.require_positive("Wavelength", "px", "Lsd")
     geometry = geometry_from_params(pf)
     layout = panel_layout_from_params(pf)
     if layout is None:
@@ -465,6 +498,7 @@ def panel_inputs(pf: ParameterFile, *, optimizer: str = "least-squares",
         say(f"starting from the panel corrections in {start_path}")
     else:
         panels = Panels.from_shifts(layout)
+    check_panel_layout_fits(layout, geometry.shape, pf.path)
     series = load_series(pf)
     if series.image.shape != geometry.shape:
         raise ImageReadError(f"image is {series.image.shape[1]} × {series.image.shape[0]} px but NrPixelsY × "

@@ -12,6 +12,9 @@ import datetime as _dt
 import io as _io
 import math
 import os
+import shutil
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +22,14 @@ import numpy as np
 from .atomic import atomic_output, atomic_path, write_text_atomic
 from .autocal import CalibrationResult
 from .detector import Geometry
+from .errors import OutputLocationError
 from .geometry import pixel_to_r_eta
 from .strain import panel_mean_strain, panel_point_counts, ring_statistics
 
-__all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "write_autocal_log", "save_plots_hdf",
+__all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "AutocalLog", "write_autocal_log", "save_plots_hdf",
            "make_plots", "summary_text", "per_ring_table", "panel_report_text", "indices_per_panel",
-           "write_panel_corr_csv", "write_panel_outputs"]
+           "write_panel_corr_csv", "write_panel_outputs", "write_calibration_outputs", "calibration_log_header",
+           "CALIBRATION_SET_NAMES"]
 
 
 def geometry_block(geometry: Geometry, mean_strain: float, std_strain: float, *, two_spaces: bool = True) -> str:
@@ -112,28 +117,77 @@ def summary_text(result: CalibrationResult) -> str:
     return out.getvalue()
 
 
-def write_autocal_log(path, result: CalibrationResult, *, header: dict) -> None:
-    """``autocal.log``: inputs, the start, every iteration's geometry and strain, the outcome."""
-    now = _dt.datetime.now().isoformat(timespec="seconds")
-    with atomic_output(path) as fh:
-        fh.write(f"# midas-ref autocal log v1, {now}; BC = (Y column, Z row) px, lengths µm, angles deg\n")
+class AutocalLog:
+    """``autocal.log``, written line by line while the run goes (each line with its own time, flushed).
+
+    The command line streams it (``header`` at the start, ``guess`` once the first geometry is known,
+    ``iteration`` after every fit, ``finish`` with the outcome), so a run that is killed still shows how far
+    it got; :func:`write_autocal_log` writes the same lines from a finished result.
+
+    Parameters
+    ----------
+    path : path-like
+        Opened for writing (line-buffered, UTF-8).
+    """
+
+    def __init__(self, path):
+        self._fh = open(path, "w", encoding="utf-8", buffering=1)
+        self._fh.write(f"# midas-ref autocal log v1, {self._now()}; BC = (Y column, Z row) px, lengths µm, "
+                       "angles deg\n")
+
+    @staticmethod
+    def _now() -> str:
+        return _dt.datetime.now().isoformat(timespec="seconds")
+
+    def line(self, text: str, level: str = "INFO") -> None:
+        """One log line."""
+        self._fh.write(f"{self._now()} - midas_ref.calibrate - {level} - {text}\n")
+
+    def header(self, header: dict) -> None:
+        """The inputs of the run, one ``key: value`` line each."""
         for key, value in header.items():
-            fh.write(f"{now} - midas_ref.calibrate - INFO - {key}: {value}\n")
-        for key, value in result.guess.items():
-            fh.write(f"{now} - midas_ref.calibrate - INFO - guess {key}: {value}\n")
-        for rec in result.iterations:
-            g = rec.geometry
-            fh.write(f"{now} - midas_ref.calibrate - INFO - iteration {rec.iteration} stage {rec.stage}: "
-                     f"Lsd {g.lsd_um:.6f} BC {g.bc_y_px:.6f} {g.bc_z_px:.6f} ty {g.ty_deg:.8f} tz {g.tz_deg:.8f} "
-                     f"p0 {g.p0:.6e} p1 {g.p1:.6e} p2 {g.p2:.6e} p3 {g.p3_deg:.6f} p4 {g.p4:.6e} "
-                     f"MeanStrain {rec.mean_strain:.6e} StdStrain {rec.std_strain:.6e} points {rec.n_points} "
-                     f"rings {rec.n_rings} excluded [{' '.join(map(str, rec.excluded_rings))}] "
-                     f"({rec.seconds:.2f} s)\n")
+            self.line(f"{key}: {value}")
+
+    def guess(self, guess: dict) -> None:
+        """The guesses (beam centre source, distance match …)."""
+        for key, value in guess.items():
+            self.line(f"guess {key}: {value}")
+
+    def iteration(self, rec) -> None:
+        """One extraction + fit iteration (:class:`~midas_ref.autocal.IterationRecord`)."""
+        g = rec.geometry
+        self.line(f"iteration {rec.iteration} stage {rec.stage}: "
+                  f"Lsd {g.lsd_um:.6f} BC {g.bc_y_px:.6f} {g.bc_z_px:.6f} ty {g.ty_deg:.8f} tz {g.tz_deg:.8f} "
+                  f"p0 {g.p0:.6e} p1 {g.p1:.6e} p2 {g.p2:.6e} p3 {g.p3_deg:.6f} p4 {g.p4:.6e} "
+                  f"MeanStrain {rec.mean_strain:.6e} StdStrain {rec.std_strain:.6e} points {rec.n_points} "
+                  f"rings {rec.n_rings} excluded [{' '.join(map(str, rec.excluded_rings))}] ({rec.seconds:.2f} s)")
+
+    def finish(self, result: CalibrationResult) -> None:
+        """The outcome and the summary of :func:`summary_text`."""
         level = "INFO" if result.converged else "ERROR"
-        fh.write(f"{now} - midas_ref.calibrate - {level} - status {result.status}"
-                 + (f": {result.reason}" if result.reason else "") + "\n")
-        for line in summary_text(result).splitlines():
-            fh.write(f"{now} - midas_ref.calibrate - {level} - {line}\n")
+        self.line(f"status {result.status}" + (f": {result.reason}" if result.reason else ""), level)
+        for text in summary_text(result).splitlines():
+            self.line(text, level)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "AutocalLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_autocal_log(path, result: CalibrationResult, *, header: dict) -> None:
+    """``autocal.log`` of a finished result: inputs, the guesses, every iteration's geometry and strain, the
+    outcome (the lines :class:`AutocalLog` streams), written atomically."""
+    with atomic_path(path) as tmp, AutocalLog(tmp) as log:
+        log.header(header)
+        log.guess(result.guess)
+        for rec in result.iterations:
+            log.iteration(rec)
+        log.finish(result)
 
 
 def save_plots_hdf(path, result: CalibrationResult, image: np.ndarray, *, input_name: str, wavelength: float,
@@ -380,62 +434,71 @@ def write_panel_corr_csv(path, result, start: Geometry) -> None:
                      f"{ring.ring_nr} {r_fit[i]:10.8f} {ideal_r[i]:10.8f} {fit_tth[i]:f} {ideal_a:10.8f} {fit_a:10.8f}\n")
 
 
-def write_panel_outputs(out_dir, shifts_path, result, pf, *, stem: str, start: Geometry) -> list[Path]:
-    """Every file of ``midas-ref panels``, each atomically: PanelShiftsFile (+ .shifts.tif, .strain.tif),
-    ``refined_panel_params.txt`` (the input parameter file with the refined geometry; it re-runs as is),
-    ``<stem>_convergence_history.csv`` and ``<stem>.corr.csv``."""
+def write_panel_outputs(outset, shifts_path, result, pf, *, stem: str, start: Geometry) -> list[Path]:
+    """Every file of ``midas-ref panels`` into an :class:`~midas_ref.atomic.OutputSet`: PanelShiftsFile
+    (+ .shifts.tif, .strain.tif), ``refined_panel_params.txt`` (the input parameter file with the refined
+    geometry; it re-runs as is), ``<stem>_convergence_history.csv`` and ``<stem>.corr.csv``.
+
+    Returns the destinations (in place after ``outset.commit()``)."""
     from .io import write_tiff
     from .panels import panel_index_map, point_panel_ids, shift_magnitude_map, write_panel_shifts
     from .params import params_from_geometry
 
-    out = Path(out_dir)
     shifts_path = Path(shifts_path)
-    written = []
-    write_panel_shifts(shifts_path, result.panels)
-    written.append(shifts_path)
     shape = result.geometry.shape
-    write_tiff(str(shifts_path) + ".shifts.tif", shift_magnitude_map(result.panels, shape).astype(np.float32))
-    written.append(Path(str(shifts_path) + ".shifts.tif"))
+    tifs = (Path(f"{shifts_path}.shifts.tif"), Path(f"{shifts_path}.strain.tif"))
+    names = [shifts_path, *tifs, Path("refined_panel_params.txt"), Path(f"{stem}_convergence_history.csv"),
+             Path(f"{stem}.corr.csv")]
+    write_panel_shifts(outset.path(shifts_path), result.panels)
+    write_tiff(outset.path(tifs[0]), shift_magnitude_map(result.panels, shape).astype(np.float32))
     keep = ~result.outlier & np.isfinite(result.strain)
     per_panel = panel_mean_strain(result.points.y_px[keep], result.points.z_px[keep], np.abs(result.strain[keep]),
                                   result.panels) * 1e6
     ids = panel_index_map(result.panels.layout, shape)
     strain_map = np.where(ids >= 0, per_panel[np.maximum(ids, 0)], -1.0)
-    write_tiff(str(shifts_path) + ".strain.tif", np.nan_to_num(strain_map, nan=-1.0).astype(np.float32))
-    written.append(Path(str(shifts_path) + ".strain.tif"))
-    refined = params_from_geometry(result.geometry, pf).set("PanelShiftsFile", str(shifts_path.resolve()))
-    write_text_atomic(out / "refined_panel_params.txt", refined.to_text())
-    written.append(out / "refined_panel_params.txt")
-    with atomic_output(out / f"{stem}_convergence_history.csv") as fh:
+    write_tiff(outset.path(tifs[1]), np.nan_to_num(strain_map, nan=-1.0).astype(np.float32))
+    final_shifts = shifts_path if shifts_path.is_absolute() else outset.out_dir / shifts_path
+    refined = params_from_geometry(result.geometry, pf).set("PanelShiftsFile", str(final_shifts.resolve()))
+    write_text_atomic(outset.path("refined_panel_params.txt"), refined.to_text())
+    with atomic_output(outset.path(f"{stem}_convergence_history.csv")) as fh:
         fh.write("Iter,MeanStrain_ue,StdStrain_ue,Lsd,BC_Y,BC_Z,ty,tz,p0,p1,p2,p3,p4,p5\n")
         for rec in result.iterations:
             g = rec.geometry
             fh.write(f"{rec.iteration},{rec.mean_strain * 1e6:.6f},{rec.std_strain * 1e6:.6f},{g.lsd_um:.6f},"
                      f"{g.bc_y_px:.6f},{g.bc_z_px:.6f},{g.ty_deg:.8f},{g.tz_deg:.8f},{g.p0:.10g},{g.p1:.10g},"
                      f"{g.p2:.10g},{g.p3_deg:.8f},{g.p4:.10g},{g.p5:.10g}\n")
-    written.append(out / f"{stem}_convergence_history.csv")
     in_panel = point_panel_ids(result.points.y_px, result.points.z_px, result.panels) >= 0
-    from dataclasses import replace as _replace
-
-    sub = _replace(result, points=result.points.select(in_panel), strain=result.strain[in_panel],
-                   outlier=result.outlier[in_panel], two_theta_deg=result.two_theta_deg[in_panel])
-    write_panel_corr_csv(out / f"{stem}.corr.csv", sub, start)
-    written.append(out / f"{stem}.corr.csv")
-    return written
+    sub = replace(result, points=result.points.select(in_panel), strain=result.strain[in_panel],
+                  outlier=result.outlier[in_panel], two_theta_deg=result.two_theta_deg[in_panel])
+    write_panel_corr_csv(outset.path(f"{stem}.corr.csv"), sub, start)
+    return [p if p.is_absolute() else outset.out_dir / p for p in names]
 
 
-def write_calibration_outputs(out_dir, inputs, result: CalibrationResult, *, param_name: str, seconds: float,
-                              plots_hdf: str | os.PathLike | None = None, make_figures: bool = False) -> list[Path]:
-    """The output set of ``midas-ref calibrate`` (docs/cli.md, "Outputs"), in the order written.
+def calibration_log_header(inputs, *, param_name: str) -> dict:
+    """The inputs of a calibration as ``autocal.log`` lists them."""
+    loaded = inputs.loaded
+    return {"input": str(inputs.data_path), "file type": loaded.file_type, "dark": loaded.dark_path,
+            "ImTransOpt": list(loaded.im_trans_opt), "masked pixels": int(inputs.mask.sum()),
+            "parameter file": param_name, "settings": inputs.settings}
 
-    ``<image>.corr.csv``, ``calibrant_screen_out.csv``, the ``-SavePlotsHDF`` file (relative to ``out_dir``
-    unless absolute), the ``-MakePlots`` figures, ``autocal.log`` and, for a converged result only,
-    ``refined_MIDAS_params.txt``.
+
+#: Files of a calibrate output set besides ``<image>.corr.csv`` and the figures (replaced as one unit).
+CALIBRATION_SET_NAMES = ("calibrant_screen_out.csv", "autocal.log", "refined_MIDAS_params.txt")
+
+
+def write_calibration_outputs(outset, inputs, result: CalibrationResult, *, param_name: str, seconds: float,
+                              plots_hdf: str | os.PathLike | None = None, make_figures: bool = False,
+                              log: bool = True) -> None:
+    """The output set of ``midas-ref calibrate`` (docs/cli.md, "Outputs") into an :class:`~midas_ref.atomic.OutputSet`.
+
+    ``<image>.corr.csv``, ``calibrant_screen_out.csv``, the ``-SavePlotsHDF`` file (relative to the set's
+    folder unless absolute), the ``-MakePlots`` figures, ``autocal.log`` (unless ``log`` is False: the
+    command streams it) and, for a converged result only, ``refined_MIDAS_params.txt``. Nothing is in place
+    before ``outset.commit()``.
 
     Parameters
     ----------
-    out_dir : path-like
-        Created when missing.
+    outset : midas_ref.atomic.OutputSet
     inputs : midas_ref.inputs.CalibrationInputs
         The set-up of the run (input names, wavelength, calibrant, skip/ImTransOpt/sentinels to write back).
     result : CalibrationResult
@@ -445,39 +508,33 @@ def write_calibration_outputs(out_dir, inputs, result: CalibrationResult, *, par
         Wall time of the run so far, s (for the screen output).
     plots_hdf : path-like, optional
     make_figures : bool
-
-    Returns
-    -------
-    list of Path
+    log : bool
     """
     from .params import write_refined_params
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = inputs.data_path.name
     settings = inputs.settings
     start = result.iterations[0].geometry if result.iterations else result.geometry
-    written = [out / f"{stem}.corr.csv", out / "calibrant_screen_out.csv"]
-    write_corr_csv(written[0], result, start)
-    write_screen_out(written[1], result, n_eta_bins=max(1, int(round(360 / settings.eta_bin_deg))), seconds=seconds)
+    write_corr_csv(outset.path(f"{stem}.corr.csv"), result, start)
+    write_screen_out(outset.path("calibrant_screen_out.csv"), result,
+                     n_eta_bins=max(1, int(round(360 / settings.eta_bin_deg))), seconds=seconds)
     if plots_hdf:
-        hdf = Path(plots_hdf) if Path(plots_hdf).is_absolute() else out / plots_hdf
-        save_plots_hdf(hdf, result, inputs.image, input_name=str(inputs.data_path),
-                       wavelength=inputs.wavelength_angstrom, space_group=inputs.space_group)
-        written.append(hdf)
+        try:
+            save_plots_hdf(outset.path(plots_hdf), result, inputs.image, input_name=str(inputs.data_path),
+                           wavelength=inputs.wavelength_angstrom, space_group=inputs.space_group)
+        except OSError as exc:  # h5py reports disk and permission trouble as OSError: the user's location
+            raise OutputLocationError(f"-SavePlotsHDF {plots_hdf}: cannot write: {exc}") from None
     if make_figures:
-        written.extend(make_plots(out, result, inputs.image, stem=stem))
-    loaded = inputs.loaded
-    header = {"input": str(inputs.data_path), "file type": loaded.file_type, "dark": loaded.dark_path,
-              "ImTransOpt": list(loaded.im_trans_opt), "masked pixels": int(inputs.mask.sum()),
-              "parameter file": param_name, "settings": settings}
-    write_autocal_log(out / "autocal.log", result, header=header)
-    written.append(out / "autocal.log")
+        with tempfile.TemporaryDirectory() as tmp:
+            for figure in make_plots(tmp, result, inputs.image, stem=stem):
+                shutil.move(figure, outset.path(Path(figure).name))  # /tmp may be another file system
+    if log:
+        write_autocal_log(outset.path("autocal.log"), result,
+                          header=calibration_log_header(inputs, param_name=param_name))
     if result.converged:
-        write_refined_params(out / "refined_MIDAS_params.txt", result.geometry,
+        loaded = inputs.loaded
+        write_refined_params(outset.path("refined_MIDAS_params.txt"), result.geometry,
                              wavelength_angstrom=inputs.wavelength_angstrom, space_group=inputs.space_group,
                              lattice=inputs.lattice, eta_bin_size_deg=settings.eta_bin_deg,
                              skip_frame=inputs.skip_frame, im_trans_opt=list(loaded.im_trans_opt),
                              bad_px_intensity=inputs.bad_px_intensity, gap_intensity=inputs.gap_intensity)
-        written.append(out / "refined_MIDAS_params.txt")
-    return written

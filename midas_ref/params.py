@@ -410,6 +410,18 @@ class ParameterFile:
             raise ParameterFileError("missing required key", self.path, key=key)
         return default
 
+    def line_of(self, key: str) -> int | None:
+        """Line number of the line that sets ``key`` (the last one; any spelling), or None."""
+        sources = self._sources(_canonical(key))
+        return sources[-1].line if sources else None
+
+    def require_positive(self, *keys: str) -> None:
+        """Raise a :class:`ParameterFileError` (file, line, key) for the first of ``keys`` whose value is ≤ 0."""
+        for key in keys:
+            value = self.get(key, None)
+            if value is not None and not value > 0:
+                raise ParameterFileError(f"must be > 0, got {value!r}", self.path, self.line_of(key), key)
+
     def require(self, *keys: str) -> None:
         """Raise one :class:`ParameterFileError` naming every key of ``keys`` that :meth:`get` cannot resolve."""
         absent = object()

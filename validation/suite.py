@@ -94,9 +94,10 @@ def run_validation(suite: str = "quick", out_dir: str | Path = "validation-out",
     if compare is not None:
         from .store import StoreError, connect
 
-        if not Path(compare).is_file():
-            raise StoreError(f"--compare {compare}: no such results database")
-        connect(compare, create=False).close()  # fail early on a bad file
+        try:  # fail early on a bad file, before any case runs
+            connect(compare, create=False).close()
+        except StoreError as exc:
+            raise StoreError(f"--compare {exc}") from None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     db = Path(db) if db else out_dir / "results.sqlite"

@@ -101,6 +101,7 @@ def inputs_from_args(args, say=lambda message: None):
 
 def run(args) -> int:
     from .. import autocal, outputs
+    from ..atomic import OutputSet, check_output_dir, check_output_file
 
     if args.nthreads:
         import numba
@@ -108,66 +109,96 @@ def run(args) -> int:
         numba.set_num_threads(max(1, min(args.nthreads, numba.config.NUMBA_NUM_THREADS)))
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
-    inputs = inputs_from_args(args, say)
+    # every input and output location is checked before the work starts
+    out = check_output_dir(args.out_dir, "--out-dir")
+    if args.save_plots_hdf:
+        hdf = Path(args.save_plots_hdf)
+        check_output_file(hdf if hdf.is_absolute() else out / hdf, "-SavePlotsHDF")
     if args.panels:
-        _panel_layout(args, inputs)  # checked before the work, not after it
+        _panel_layout(args)
+    inputs = inputs_from_args(args, say)
+    panel_job = _panel_job(args, inputs, out) if args.panels else None
+    stem = inputs.data_path.name
+    replaces = (*outputs.CALIBRATION_SET_NAMES, f"{stem}.corr.csv")
+    with OutputSet(out, "midas-ref-calibrate", replaces=replaces) as outset, \
+            outputs.AutocalLog(outset.path("autocal.log")) as log:
+        log.header(outputs.calibration_log_header(inputs, param_name=args.param_fn or "(none)"))
 
-    def progress(event, info):
-        if event == "iteration":
-            rec = info["record"]
-            g = rec.geometry
-            say(f"  iter {rec.iteration:2d} stage {rec.stage}: Lsd {g.lsd_um:.2f} BC {g.bc_y_px:.3f} {g.bc_z_px:.3f} "
-                f"ty {g.ty_deg:.4f} tz {g.tz_deg:.4f} mean strain {rec.mean_strain * 1e6:.2f} µε "
-                f"({rec.n_points} points, {rec.n_rings} rings, {rec.seconds:.2f} s)")
-        elif event == "rings_rejected":
-            say(f"  rejected rings {' '.join(map(str, info['rings']))}")
-        else:
-            say(f"  {event}…")
+        def progress(event, info):
+            if event == "iteration":
+                rec = info["record"]
+                log.iteration(rec)
+                g = rec.geometry
+                say(f"  iter {rec.iteration:2d} stage {rec.stage}: Lsd {g.lsd_um:.2f} BC {g.bc_y_px:.3f} "
+                    f"{g.bc_z_px:.3f} ty {g.ty_deg:.4f} tz {g.tz_deg:.4f} mean strain {rec.mean_strain * 1e6:.2f} µε "
+                    f"({rec.n_points} points, {rec.n_rings} rings, {rec.seconds:.2f} s)")
+            elif event == "guessed":
+                log.guess(info["guess"])
+            elif event == "rings_rejected":
+                log.line(f"rejected rings {' '.join(map(str, info['rings']))}")
+                say(f"  rejected rings {' '.join(map(str, info['rings']))}")
+            else:
+                say(f"  {event}…")
 
-    result = autocal.calibrate(inputs.image, inputs.mask, inputs.base, inputs.rings, settings=inputs.settings,
-                               progress=progress)
-    result.timings["load"] = inputs.seconds_load
-    out = Path(args.out_dir)
-    written = outputs.write_calibration_outputs(
-        out, inputs, result, param_name=args.param_fn or "(none)", seconds=time.perf_counter() - t_start,
-        plots_hdf=args.save_plots_hdf or None, make_figures=bool(args.make_plots))
+        result = autocal.calibrate(inputs.image, inputs.mask, inputs.base, inputs.rings, settings=inputs.settings,
+                                   progress=progress)
+        result.timings["load"] = inputs.seconds_load
+        log.finish(result)
+        outputs.write_calibration_outputs(
+            outset, inputs, result, param_name=args.param_fn or "(none)", seconds=time.perf_counter() - t_start,
+            plots_hdf=args.save_plots_hdf or None, make_figures=bool(args.make_plots), log=False)
+        panel_report = None
+        if result.converged and panel_job is not None:
+            panel_report = _refine_panels(panel_job, inputs, result, outset, say)
+        log.close()
+        written = outset.commit()
     for path in written:
         say(f"  wrote {path}")
     print(outputs.summary_text(result), end="", file=sys.stdout if result.converged else sys.stderr)
     if not result.converged:
         print(f"midas-ref calibrate: FAILED: {result.reason}", file=sys.stderr)
         return 1
-    if args.panels:
-        return _refine_panels(args, inputs, result, out, say)
+    if panel_report is not None:
+        print(panel_report, end="")
     return 0
 
 
-def _panel_layout(args, inputs):
-    from ..params import panel_layout_from_params
+def _panel_layout(args, pf=None):
+    """The panel layout ``--panels`` needs, from the parameter file (read before the image)."""
+    from ..params import panel_layout_from_params, read_parameter_file
 
     if not args.param_fn:
         raise ParameterFileError("--panels needs -paramFN with the panel layout (NPanelsY/Z, PanelSizeY/Z, …)")
-    layout = panel_layout_from_params(inputs.params)
+    pf = pf if pf is not None else read_parameter_file(args.param_fn)
+    layout = panel_layout_from_params(pf)
     if layout is None:
         raise ParameterFileError("--panels: the parameter file has no panel layout (NPanelsY, NPanelsZ > 0)",
-                                 inputs.params.path)
+                                 pf.path)
     return layout
 
 
-def _refine_panels(args, inputs, result, out: Path, say) -> int:
-    """``--panels``: the panel refinement of ``midas-ref panels`` from the calibrated geometry."""
-    from .. import outputs
-    from ..inputs import panel_settings_from_params
-    from ..panel_refine import refine_panels
+def _panel_job(args, inputs, out: Path):
+    """``--panels``: layout, settings, start corrections and output path, checked before the calibration."""
+    from ..inputs import check_panel_layout_fits, panel_settings_from_params
     from ..panels import Panels, read_panel_shifts
 
-    layout = _panel_layout(args, inputs)
     pf = inputs.params
+    layout = _panel_layout(args, pf)
+    check_panel_layout_fits(layout, inputs.image.shape, pf.path)
     if not pf.has("EtaBinSize"):
         pf = pf.set("EtaBinSize", inputs.settings.eta_bin_deg)
     settings = panel_settings_from_params(pf, args.optimizer)
     shifts_path = out / Path(pf.get("PanelShiftsFile", None) or "panelshifts.txt").name
     start = read_panel_shifts(shifts_path, layout) if shifts_path.exists() else Panels.from_shifts(layout)
+    return pf, layout, settings, shifts_path, start
+
+
+def _refine_panels(job, inputs, result, outset, say) -> str:
+    """The panel refinement of ``midas-ref panels`` from the calibrated geometry, into the same output set."""
+    from .. import outputs
+    from ..panel_refine import refine_panels
+
+    pf, layout, settings, shifts_path, start = job
     say(f"panel refinement: {layout.n_panels} panels, {settings.n_iterations} iterations")
 
     def progress(event, info):
@@ -176,8 +207,6 @@ def _refine_panels(args, inputs, result, out: Path, say) -> int:
 
     res = refine_panels(inputs.image, inputs.mask, result.geometry, start, inputs.rings, settings=settings,
                         progress=progress)
-    for path in outputs.write_panel_outputs(out, shifts_path, res, pf.with_values(
-            Folder=str(inputs.data_path.parent.resolve())), stem=inputs.data_path.name, start=result.geometry):
-        say(f"wrote {path}")
-    print(outputs.panel_report_text(res, settings=settings), end="")
-    return 0
+    outputs.write_panel_outputs(outset, shifts_path, res, pf.with_values(Folder=str(inputs.data_path.parent.resolve())),
+                                stem=inputs.data_path.name, start=result.geometry)
+    return outputs.panel_report_text(res, settings=settings)

@@ -48,12 +48,19 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the parameter file, convert, write; returns the exit code."""
     from .. import convert
-    from ..atomic import write_text_atomic
+    from ..atomic import check_output_file, write_text_atomic
     from ..params import geometry_from_params, read_parameter_file
 
     pf = read_parameter_file(args.param_fn)
+    param_path = Path(args.param_fn)
+    out = None
+    if args.output != "-":
+        out = Path(args.output) if args.output else param_path.with_name(param_path.stem + _SUFFIX[args.format])
+        check_output_file(out, "-o" if args.output else "output file")
     geometry = geometry_from_params(pf)
-    wavelength = pf.get("Wavelength", None)
+    pf.require("Wavelength")
+    pf.require_positive("Wavelength")  # as calibrate validates what it reads
+    wavelength = pf.get("Wavelength")
     if pf.get("PanelShiftsFile", None) and not args.ignore_panels:
         raise GeometryError(f"{args.param_fn}: per-panel shifts (PanelShiftsFile) cannot be expressed in "
                             f"{args.format}; pass --ignore-panels to export the global geometry only")
@@ -63,11 +70,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         text = convert.fit2d_text(convert.midas_to_fit2d(
             geometry, wavelength, ignore_distortion=args.ignore_distortion, ignore_tx=args.ignore_tx))
-    if args.output == "-":
+    if out is None:
         sys.stdout.write(text)
         return 0
-    param_path = Path(args.param_fn)
-    out = Path(args.output) if args.output else param_path.with_name(param_path.stem + _SUFFIX[args.format])
     write_text_atomic(out, text)
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 EPILOG = """example:
   midas-ref simulate --scenario pilatus2m --out p2m
@@ -55,7 +54,8 @@ def _value_text(value) -> str:
 
 def run(args) -> int:
     from .. import outputs
-    from ..inputs import panel_inputs
+    from ..atomic import OutputSet, check_output_dir, check_output_file
+    from ..inputs import panel_inputs, panel_shifts_locations
     from ..panel_refine import refine_panels
     from ..params import read_parameter_file
 
@@ -65,8 +65,10 @@ def run(args) -> int:
         numba.set_num_threads(max(1, min(args.ncpus, numba.config.NUMBA_NUM_THREADS)))
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
+    out = check_output_dir(args.out_dir, "--out-dir")
     pf = read_parameter_file(args.param_file)
-    inputs = panel_inputs(pf, optimizer=args.optimizer, out_dir=args.out_dir, say=say)
+    check_output_file(panel_shifts_locations(pf, out)[0], "PanelShiftsFile")
+    inputs = panel_inputs(pf, optimizer=args.optimizer, out_dir=out, say=say)
     say(boxed("midas-ref panels: parsed parameters", [(key, _value_text(pf.get(key))) for key in pf.keys()])
         .rstrip("\n"))
     settings = inputs.settings
@@ -79,8 +81,10 @@ def run(args) -> int:
     result = refine_panels(inputs.series.image, inputs.series.mask, inputs.geometry, inputs.panels, inputs.rings,
                            settings=settings, doublet_rings=list(inputs.doublet_rings), progress=progress)
     elapsed = time.perf_counter() - t_start
-    written = outputs.write_panel_outputs(Path(args.out_dir), inputs.shifts_path, result, pf,
-                                          stem=str(pf.get("FileStem")), start=inputs.geometry)
+    stem = str(pf.get("FileStem"))
+    with OutputSet(out, "midas-ref-panels") as outset:
+        outputs.write_panel_outputs(outset, inputs.shifts_path, result, pf, stem=stem, start=inputs.geometry)
+        written = outset.commit()
     print(outputs.panel_report_text(result, settings=settings, seconds=elapsed), end="")
     for path in written:
         say(f"wrote {path}")

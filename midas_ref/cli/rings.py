@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from ..params import read_parameter_file
     from ..rings import d_min_from_radius, reflection_list, write_hkls_csv
 
+    if args.hkls_csv:
+        from ..atomic import check_output_file
+
+        check_output_file(args.hkls_csv, "--hkls-csv")
     pf = read_parameter_file(args.param_fn)
     space_group, lattice = pf.get("SpaceGroup"), pf.get("LatticeConstant")
     wavelength = pf.get("Wavelength")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   midas-ref validate --suite quick --out validation-out
@@ -49,11 +50,20 @@ def run(args) -> int:
     from validation.store import compare_text
     from validation.suite import run_validation
 
+    from ..atomic import check_output_dir, check_output_file
+
     from ..errors import MidasRefError
 
     class BadOption(MidasRefError):
         pass
 
+    # output locations and the history database are checked before any case runs
+    out = check_output_dir(args.out, "--out")
+    db = Path(args.db) if args.db else out / "results.sqlite"
+    check_output_file(db, "--db" if args.db else "results database")
+    if db.is_file() and db.stat().st_size and db.read_bytes()[:16] != b"SQLite format 3\x00":
+        raise BadOption(f"{'--db' if args.db else 'results database'} {db} exists and is not an SQLite database "
+                        "(name a new file or an earlier results.sqlite)")
     if args.workers < 1:
         raise BadOption(f"--workers must be >= 1, got {args.workers}")
     if args.seed < 0:
