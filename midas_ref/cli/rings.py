@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_output_file(args.hkls_csv, "--hkls-csv")
     pf = read_parameter_file(args.param_fn)
+    pf.require("SpaceGroup", "LatticeConstant", "Wavelength")
+    pf.require_positive("Wavelength", "px", "Lsd", "RhoD")
     space_group, lattice = pf.get("SpaceGroup"), pf.get("LatticeConstant")
     wavelength = pf.get("Wavelength")
     lsd, rho_d = pf.get("Lsd", None), pf.get("RhoD", None)
