@@ -18,10 +18,12 @@ import numba
 import numpy as np
 
 from . import profiles_kernels as _k
+from .detector import Geometry
 from .errors import CalibrationError
 from .geometry import kernel_vector, r_eta_to_pixel
 from .panels import Panels, kernel_tables
-from .params import Geometry
+from .profiles_kernels import (ROW_AMPLITUDE, ROW_BACKGROUND, ROW_ETA_RAD, ROW_FWHM_PX, ROW_MU, ROW_N_PIXELS,
+                               ROW_R_UM, ROW_SIGMA_UM, ROW_SNR, ROW_STATUS, ROW_WIDTH)
 
 __all__ = ["PeakPoints", "ring_clusters", "extract_peaks", "STATUS_NAMES"]
 
@@ -170,7 +172,7 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     _k.assign_pixels(np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.bool_), g, col_to_iy,
                      row_to_iz, n_z, table, lo, hi, n_eta, bins, r_all, eta_all)
     offsets, pix_order = _k.counting_sort(bins, lo.size * n_eta)
-    out = np.full((n_eta, ring_r.size, 10), np.nan)
+    out = np.full((n_eta, ring_r.size, ROW_WIDTH), np.nan)
     # bins differ a lot in cost (outer rings hold more pixels): hand them to the threads one at a time
     chunk = numba.get_parallel_chunksize()
     numba.set_parallel_chunksize(1)
@@ -180,13 +182,15 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
                         bool(skip_crowded), out)
     finally:
         numba.set_parallel_chunksize(chunk)
-    res = out.reshape(-1, 10)
+    res = out.reshape(-1, ROW_WIDTH)
     ring_sorted = np.tile(np.arange(ring_r.size), n_eta)
-    keep = ((res[:, 9] == _k.OK) & (res[:, 6] >= min_snr) & (res[:, 1] <= max_sigma_px * px)
-            & np.isfinite(res[:, 0]) & np.isfinite(res[:, 7]))
+    keep = ((res[:, ROW_STATUS] == _k.OK) & (res[:, ROW_SNR] >= min_snr)
+            & (res[:, ROW_SIGMA_UM] <= max_sigma_px * px) & np.isfinite(res[:, ROW_R_UM])
+            & np.isfinite(res[:, ROW_ETA_RAD]))
     res = res[keep]
-    eta_deg = np.degrees(res[:, 7])
-    y, z = r_eta_to_pixel(res[:, 0], eta_deg, geometry, panels)
-    return PeakPoints(ring=order[ring_sorted[keep]], r_um=res[:, 0], sigma_r_um=res[:, 1], eta_deg=eta_deg,
-                      y_px=y, z_px=z, amplitude=res[:, 2], fwhm_px=res[:, 3], mu=res[:, 4],
-                      background=res[:, 5], snr=res[:, 6], n_pixels=res[:, 8].astype(np.int64))
+    eta_deg = np.degrees(res[:, ROW_ETA_RAD])
+    y, z = r_eta_to_pixel(res[:, ROW_R_UM], eta_deg, geometry, panels)
+    return PeakPoints(ring=order[ring_sorted[keep]], r_um=res[:, ROW_R_UM], sigma_r_um=res[:, ROW_SIGMA_UM],
+                      eta_deg=eta_deg, y_px=y, z_px=z, amplitude=res[:, ROW_AMPLITUDE],
+                      fwhm_px=res[:, ROW_FWHM_PX], mu=res[:, ROW_MU], background=res[:, ROW_BACKGROUND],
+                      snr=res[:, ROW_SNR], n_pixels=res[:, ROW_N_PIXELS].astype(np.int64))

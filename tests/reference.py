@@ -50,3 +50,60 @@ def pixel_to_r_eta(y, z, geometry, panel=None):
          + p2 * rho ** 2 + geometry.p4 * rho ** 6 + geometry.p5 * rho ** 4)
     r = rad * d
     return r * geometry.lsd_um / lsd, eta
+
+
+# ---- pseudo-Voigt peak model and its fit (midas_ref.peakfit_kernels) ---------------------------------------
+# Written from the model in the peakfit_kernels docstring: whole-array numpy, no Gaussian-tail cut, and the
+# fit by scipy's bounded trust-region least squares with a finite-difference Jacobian (so neither the
+# kernel's analytic gradient nor its Levenberg–Marquardt loop is reused).
+
+def pseudo_voigt_sum(x, background, fwhm_px, mu, amplitudes, centres_px):
+    """``b0 + b1·x + b2·x² + Σ_j A_j [μ/(1 + 4u²/Γ²) + (1 − μ) exp(−4 ln2 u²/Γ²)]``, ``u = x − c_j`` (px)."""
+    x = np.asarray(x, dtype=float)
+    b0, b1, b2 = background
+    total = b0 + b1 * x + b2 * x ** 2
+    for amp, centre in zip(amplitudes, centres_px):
+        q = (x - centre) ** 2 / fwhm_px ** 2
+        total = total + amp * (mu / (1 + 4 * q) + (1 - mu) * np.exp(-4 * np.log(2) * q))
+    return total
+
+
+def free_layout_model(x, p):
+    """Model of the free layout ``[b0, b1, b2, Γ, μ, A_1, c_1, …, A_m, c_m]``."""
+    p = np.asarray(p, dtype=float)
+    return pseudo_voigt_sum(x, p[:3], p[3], p[4], p[5::2], p[6::2])
+
+
+def tied_layout_model(x, p, centres_px):
+    """Model of the tied layout ``[b0, b1, b2, Γ, μ, δ, A_1, …, A_m]``: peak j at ``centres_px[j] + δ``."""
+    p = np.asarray(p, dtype=float)
+    return pseudo_voigt_sum(x, p[:3], p[3], p[4], p[6:], np.asarray(centres_px, dtype=float) + p[5])
+
+
+def fit_pseudo_voigt(x, y, p0, lower, upper, sqrt_w, centres_px=None):
+    """Weighted bounded least-squares fit of the free layout (or of the tied one when ``centres_px`` is given).
+
+    Returns ``(p, cost, cov)``: ``cost = Σ w (y − f)²`` and ``cov = (JᵀJ)⁻¹ · cost / (n − n_par)``, the
+    covariance scaled by the reduced χ², as the kernels define them.
+    """
+    from scipy.optimize import least_squares
+
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    sqrt_w = np.asarray(sqrt_w, dtype=float)
+    if centres_px is None:
+        def residuals(p):
+            return sqrt_w * (y - free_layout_model(x, p))
+    else:
+        def residuals(p):
+            return sqrt_w * (y - tied_layout_model(x, p, centres_px))
+    # start strictly inside the bounds (scipy's trust-region reflective method needs it)
+    lower = np.asarray(lower, dtype=float)
+    upper = np.asarray(upper, dtype=float)
+    p0 = np.clip(np.asarray(p0, dtype=float), lower, upper)
+    res = least_squares(residuals, p0, bounds=(lower, upper), jac="3-point", method="trf",
+                        x_scale="jac", ftol=1e-14, xtol=1e-14, gtol=1e-14, max_nfev=10_000)
+    cost = float(np.sum(res.fun ** 2))
+    jac = res.jac
+    cov = np.linalg.inv(jac.T @ jac) * cost / max(x.size - p0.size, 1)
+    return res.x, cost, cov

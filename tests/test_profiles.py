@@ -7,8 +7,12 @@ import math
 import numpy as np
 import pytest
 
+from midas_ref import peakfit_kernels as pf
 from midas_ref import profiles_kernels as pk
 from midas_ref.profiles import ring_clusters
+
+#: Index of the first (here the only) peak's centre in the free parameter layout.
+CENTRE = pf.I_PEAKS + pf.PEAK_CENTRE
 
 
 def pseudo_voigt(x, amp, centre, fwhm, mu):
@@ -23,7 +27,7 @@ def fit(x, y, centres, fwhm0=2.0, half=6.0, weights=None):
     lower = np.array([-np.inf, -np.inf, -np.inf, 0.25, 0.0] + [v for c in centres for v in (0.0, c - half)])
     upper = np.array([np.inf, np.inf, np.inf, 10.0, 1.0] + [v for c in centres for v in (1e9, c + half)])
     sqrt_w = np.ones_like(x) if weights is None else np.sqrt(weights)
-    converged, cost, cov = pk.fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
+    converged, cost, cov = pf.fit_peaks(x, y, p, lower, upper, n_peaks, sqrt_w)
     return converged, p, cov
 
 
@@ -41,7 +45,8 @@ def test_two_overlapping_peaks_resolved():
     y = 80 + pseudo_voigt(x, 1000, 0.2, 2.5, 0.3) + pseudo_voigt(x, 600, 3.2, 2.5, 0.3)
     ok, p, _ = fit(x, y, [0.0, 3.0])
     assert ok
-    assert p[6] == pytest.approx(0.2, abs=1e-8) and p[8] == pytest.approx(3.2, abs=1e-8)
+    first, second = pf.I_PEAKS + pf.PEAK_CENTRE, pf.I_PEAKS + pf.PEAK_STRIDE + pf.PEAK_CENTRE
+    assert p[first] == pytest.approx(0.2, abs=1e-8) and p[second] == pytest.approx(3.2, abs=1e-8)
 
 
 def test_centre_error_matches_poisson_scatter():
@@ -54,8 +59,8 @@ def test_centre_error_matches_poisson_scatter():
     for _ in range(300):
         ok, p, cov = fit(x, rng.poisson(expect).astype(float), [0.0], weights=1.0 / expect)
         assert ok
-        centres.append(p[6])
-        sigmas.append(math.sqrt(cov[6, 6]))
+        centres.append(p[CENTRE])
+        sigmas.append(math.sqrt(cov[CENTRE, CENTRE]))
     centres = np.asarray(centres)
     # unbiased: mean within 4 standard errors of the truth
     assert abs(centres.mean() - 0.1) < 4 * centres.std() / math.sqrt(centres.size)
@@ -78,12 +83,13 @@ def test_tied_run_of_overlapping_peaks():
     amps = [300.0, 1500.0, 200.0, 900.0, 50.0]
     shift = 0.137
     y = 120 + 2 * x + sum(pseudo_voigt(x, a, c + shift, 2.5, 0.5) for a, c in zip(amps, centres))
-    rows = np.full((3, 10), np.nan)
+    rows = np.full((3, pk.ROW_WIDTH), np.nan)
     pk.fit_group(x, y, np.zeros_like(x), centres, 1, 3, 2.5, False, rows)
-    assert np.all(rows[:, 9] == pk.OK)
-    np.testing.assert_allclose(rows[:, 0], centres[1:4] + shift, atol=1e-6)
-    np.testing.assert_allclose(rows[:, 2], amps[1:4], rtol=1e-4)
-    assert np.all(np.isfinite(rows[:, 1]))
+    assert np.all(rows[:, pk.ROW_STATUS] == pk.OK)
+    # fit_group reports centres in px of its window (fit_all_bins turns them into µm)
+    np.testing.assert_allclose(rows[:, pk.ROW_R_UM], centres[1:4] + shift, atol=1e-6)
+    np.testing.assert_allclose(rows[:, pk.ROW_AMPLITUDE], amps[1:4], rtol=1e-4)
+    assert np.all(np.isfinite(rows[:, pk.ROW_SIGMA_UM]))
 
 
 def test_tied_shift_is_bounded_to_half_the_spacing():
@@ -92,6 +98,6 @@ def test_tied_shift_is_bounded_to_half_the_spacing():
     x = np.linspace(-8, 8, 600)
     centres = np.array([-3.0, 0.0, 3.0])
     y = 100 + sum(pseudo_voigt(x, 1000, c + 2.0, 1.5, 0.3) for c in centres)
-    rows = np.full((1, 10), np.nan)
+    rows = np.full((1, pk.ROW_WIDTH), np.nan)
     pk.fit_group(x, y, np.zeros_like(x), centres, 1, 1, 1.5, False, rows)
-    assert rows[0, 9] != pk.OK
+    assert rows[0, pk.ROW_STATUS] != pk.OK
