@@ -20,6 +20,7 @@ from numba import njit, prange
 
 from ._numba import PARALLEL, SERIAL
 from .geometry_kernels import pixel_r_cs
+from .kernel_layout import G_PX
 from .peakfit_kernels import (I_B0, I_B1, I_B2, I_GAMMA, I_MU, I_PEAKS, I_SHIFT, I_TIED_AMPS, MAX_LM_ITER,
                               PEAK_AMP, PEAK_CENTRE, PEAK_STRIDE, fit_peaks, fit_peaks_tied, model_values,
                               pseudo_voigt)
@@ -76,7 +77,7 @@ def assign_pixels(image, mask, g, col_to_iy, row_to_iz, n_panels_z, table, clust
     rows, cols = image.shape
     n_clusters = cluster_lo.shape[0]
     deta = 2.0 * math.pi / n_eta
-    px2_24 = g[3] * g[3] / 24.0
+    px2_24 = g[G_PX] * g[G_PX] / 24.0
     for iz in prange(rows):
         for iy in range(cols):
             k = iz * cols + iy
