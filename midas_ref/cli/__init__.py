@@ -24,6 +24,15 @@ from ..errors import MidasRefError
 SUBCOMMANDS = ("simulate", "calibrate", "panels", "rings", "export", "validate")
 
 
+def job_console(threads: int, quiet: bool):
+    """Set numba's thread count (0 = all) and return the ``say`` that prints progress lines to stderr."""
+    if threads:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    return (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="midas-ref",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..errors import ParameterFileError
+from . import job_console
 
 #: (legacy flag, kebab flag, argparse keyword arguments)
 FLAGS = (
@@ -103,11 +104,7 @@ def run(args) -> int:
     from .. import autocal, outputs
     from ..atomic import OutputSet, check_output_dir, check_output_file
 
-    if args.nthreads:
-        import numba
-
-        numba.set_num_threads(max(1, min(args.nthreads, numba.config.NUMBA_NUM_THREADS)))
-    say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = job_console(args.nthreads, args.quiet)
     t_start = time.perf_counter()
     # every input and output location is checked before the work starts
     out = check_output_dir(args.out_dir, "--out-dir")

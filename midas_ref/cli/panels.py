@@ -10,8 +10,9 @@ Exit codes: 0 done, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+
+from . import job_console
 
 EPILOG = """example:
   midas-ref simulate --scenario pilatus2m --out p2m
@@ -59,11 +60,7 @@ def run(args) -> int:
     from ..panel_refine import refine_panels
     from ..params import read_parameter_file
 
-    if args.ncpus:
-        import numba
-
-        numba.set_num_threads(max(1, min(args.ncpus, numba.config.NUMBA_NUM_THREADS)))
-    say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = job_console(args.ncpus, args.quiet)
     t_start = time.perf_counter()
     out = check_output_dir(args.out_dir, "--out-dir")
     pf = read_parameter_file(args.param_file)
