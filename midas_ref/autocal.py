@@ -47,6 +47,12 @@ from .strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, clip
 
 __all__ = ["CalibrationSettings", "IterationRecord", "CalibrationResult", "calibrate"]
 
+#: A -BCGuess is refused when the centre found around it lies farther than this (px) from where the image's
+#: ring arcs point, and at least :data:`GUESS_CHECK_MIN_ARCS` arcs agree on that: the search around the guess
+#: reaches ~47 px and the first fits move BC by at most tolBC (20 px) each, so such a start ends on the
+#: wrong rings; a generous margin, since a correct guess lands within a few px of the arcs' centre.
+GUESS_MISMATCH_PX = 100.0
+GUESS_CHECK_MIN_ARCS = 3
 #: Stages of freed parameters; the last one gains p4 when DistortionOrder is 6.
 STAGES = (("lsd_um", "bc_y_px", "bc_z_px"),
           ("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg"),
@@ -111,17 +117,19 @@ class CalibrationSettings:
     rings_to_exclude: tuple[int, ...] = ()
 
     def __post_init__(self):
-        checks = [(self.eta_bin_deg > 0 and self.eta_bin_deg <= 90, "EtaBinSize must be in (0, 90] degrees"),
-                  (self.mult_factor > 0, "MultFactor must be > 0"),
-                  (self.stopping_strain > 0, "StoppingStrain must be > 0"),
-                  (self.first_ring_nr >= 1, "FirstRingNr must be >= 1"),
-                  (self.max_iterations >= 1, "the iteration cap must be >= 1"),
-                  (self.optimizer in ("least-squares", "nelder-mead"), "optimizer must be least-squares or nelder-mead"),
-                  (self.distortion_order in (4, 6), "DistortionOrder must be 4 or 6"),
-                  (self.lsd_guess_um is None or self.lsd_guess_um > 0, "LsdGuess must be > 0")]
-        for ok, message in checks:
+        checks = [(self.eta_bin_deg > 0 and self.eta_bin_deg <= 90, "EtaBinSize must be in (0, 90] degrees",
+                   self.eta_bin_deg),
+                  (self.mult_factor > 0, "MultFactor must be > 0", self.mult_factor),
+                  (self.stopping_strain > 0, "StoppingStrain must be > 0", self.stopping_strain),
+                  (self.first_ring_nr >= 1, "FirstRingNr must be >= 1", self.first_ring_nr),
+                  (self.max_iterations >= 1, "the iteration cap (--max-iterations) must be >= 1", self.max_iterations),
+                  (self.optimizer in ("least-squares", "nelder-mead"), "optimizer must be least-squares or nelder-mead",
+                   self.optimizer),
+                  (self.distortion_order in (4, 6), "DistortionOrder must be 4 or 6", self.distortion_order),
+                  (self.lsd_guess_um is None or self.lsd_guess_um > 0, "-LsdGuess must be > 0 µm", self.lsd_guess_um)]
+        for ok, message, value in checks:
             if not ok:
-                raise CalibrationError(message)
+                raise CalibrationError(f"{message}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -212,25 +220,28 @@ def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSe
         raise CalibrationError(f"no rings found: only {int(binary.sum())} pixels above the threshold {thr:.4g}")
     details = {"threshold": thr, "seconds_background": t_bg}
     emit_progress(progress, "guess")
+    guess_yz = None
     if settings.bc_guess_px is not None:
-        start_yz = tuple(map(float, settings.bc_guess_px))
+        start_yz = guess_yz = tuple(map(float, settings.bc_guess_px))
         search = 40.0
         details["bc_source"] = "BCGuess"
     else:
         arcs = _guess.beam_center_from_arcs(binary)
         if arcs is None:
-            raise CalibrationError("no rings found: no thresholded region looks like a ring arc; "
-                                   "give -BCGuess or check -Threshold")
+            raise CalibrationError(_no_arc_message(corrected, mask, base, binary, thr))
         start_yz = arcs[:2]
         search = 10.0
         details["bc_source"] = f"ring arcs ({arcs[2]} arcs)"
         details["bc_arcs"] = arcs[:2]
     cy, cz = _guess.center_by_sharpness(binary, np.where(binary, corrected, 0.0), start_yz, search_px=search)
     details["bc_sharpness"] = (cy, cz)
-    rho_d = base.rho_d_um if base.rho_d_um else default_rho_d_um(cy, cz, base.n_pixels_y, base.n_pixels_z,
-                                                                 base.px_um)
-    lsd0 = settings.lsd_guess_um or 1_000_000.0
-    geom = replace(base, lsd_um=lsd0, bc_y_px=cy, bc_z_px=cz, rho_d_um=rho_d)
+    if guess_yz is not None:
+        arcs = _guess.beam_center_from_arcs(binary)  # only to check the guess
+        if (arcs is not None and arcs[2] >= GUESS_CHECK_MIN_ARCS
+                and math.hypot(cy - arcs[0], cz - arcs[1]) > GUESS_MISMATCH_PX):
+            raise CalibrationError(f"no rings found {_around_guess(guess_yz, arcs)}")
+    geom = _centred(base, cy, cz, settings.lsd_guess_um or 1_000_000.0)
+    lsd0 = geom.lsd_um
     peaks_r, prominence, fwhm = _guess.ring_peaks(corrected, mask, geom)
     details["n_profile_peaks"] = int(peaks_r.size)
     details["fwhm_px"] = fwhm
@@ -239,14 +250,90 @@ def initial_geometry(image, mask, base: Geometry, rings, settings: CalibrationSe
     # a profile peak about a not yet exact centre is within about a pixel of its ring
     match = _guess.match_lsd(peaks_r, tan_tth, lsd0, lsd_range=lsd_range, abs_tol_um=base.px_um,
                              first_ring=settings.first_ring_nr)
+    if match is None and peaks_r.size == 0 and guess_yz is not None:
+        raise CalibrationError(f"no rings found {_around_guess(guess_yz, arcs)}")
+    if match is None and peaks_r.size < 2:
+        where = f"({cy:.1f}, {cz:.1f})" + (f" searched from the beam-centre guess ({guess_yz[0]:g}, {guess_yz[1]:g})"
+                                           if guess_yz is not None else "")
+        raise CalibrationError(f"found {_rings_text(peaks_r, base.px_um)} in the radial profile about the centre "
+                               f"{where}; at least two rings are needed to fix the distance and beam centre: use an "
+                               "image with more rings (a shorter distance or a larger detector)"
+                               + (", or check -BCGuess (or BC in the parameter file)" if guess_yz is not None else ""))
     if match is None:
         raise CalibrationError(f"no rings found: {peaks_r.size} peaks in the radial profile do not match the "
                                f"calibrant's ring table for a distance within {lsd_range[0]:g}–{lsd_range[1]:g} × "
-                               f"{lsd0:.0f} µm (check Wavelength, LatticeConstant, SpaceGroup, -LsdGuess)")
+                               f"{lsd0:.0f} µm (check Wavelength, LatticeConstant, SpaceGroup, -LsdGuess"
+                               + (f", -BCGuess ({guess_yz[0]:g}, {guess_yz[1]:g})" if guess_yz is not None else "")
+                               + ")")
     details["lsd_match"] = match
     geom = replace(geom, lsd_um=match[0])
     details["seconds_guess"] = time.perf_counter() - t0 - t_bg
     return geom, details, background, binary, thr
+
+
+def _centred(base: Geometry, bc_y_px: float, bc_z_px: float, lsd_um: float) -> Geometry:
+    """``base`` about the beam centre (y, z) at ``lsd_um`` (RhoD: the base's, else the farthest corner)."""
+    rho_d = base.rho_d_um if base.rho_d_um else default_rho_d_um(bc_y_px, bc_z_px, base.n_pixels_y,
+                                                                 base.n_pixels_z, base.px_um)
+    return replace(base, lsd_um=lsd_um, bc_y_px=bc_y_px, bc_z_px=bc_z_px, rho_d_um=rho_d)
+
+
+def _rings_text(peaks_r_um, px_um: float) -> str:
+    """"no ring" / "1 ring (radius ≈ 84 px)" / "3 rings (radii ≈ 84, 97, 137 px)"."""
+    radii = ", ".join(f"{r / px_um:.0f}" for r in peaks_r_um)
+    if len(peaks_r_um) == 0:
+        return "no ring"
+    if len(peaks_r_um) == 1:
+        return f"1 ring (radius ≈ {radii} px)"
+    return f"{len(peaks_r_um)} rings (radii ≈ {radii} px)"
+
+
+def _around_guess(guess_yz, arcs) -> str:
+    """"around the beam-centre guess (Y, Z) …", with where the image's ring arcs point when that is known.
+
+    The guess is ``CalibrationSettings.bc_guess_px``: ``midas-ref calibrate`` fills it from -BCGuess, else
+    from the parameter file's BC.
+    """
+    text = f"around the beam-centre guess ({guess_yz[0]:g}, {guess_yz[1]:g}) (-BCGuess, or BC in the parameter file)"
+    if arcs is None:
+        return f"{text} — check the guess or leave it out"
+    return (f"{text}; the image's ring arcs point to a centre near ({arcs[0]:.0f}, {arcs[1]:.0f}) — check the "
+            "guess or leave it out")
+
+
+def _one_ring_note(ring_of_point) -> str:
+    """For a failed run whose peaks (nearly) all lie on one ring: why that cannot work (else "")."""
+    if ring_of_point.size == 0:
+        return ""
+    on_one = int(np.bincount(ring_of_point).max())
+    if on_one < 0.9 * ring_of_point.size:
+        return ""
+    return (f"; {on_one} of the {ring_of_point.size} ring peaks lie on one ring, and at least two rings are needed "
+            "to fix the distance and beam centre")
+
+
+def _no_arc_message(corrected, mask, base: Geometry, binary, thr: float) -> str:
+    """Why :func:`~midas_ref.guess.beam_center_from_arcs` found no arc, from what the image does show.
+
+    Thresholded regions that go round a centre but are too wide for arcs are either one ring (two are needed)
+    or rings merged / thresholded far into their tails (a -BCGuess at their centre gets past this step). The
+    rings are counted in the radial profile about that centre: peaks at least a tenth as significant as the
+    strongest (a diagnostic only; weaker ones are the tails' and background's ripples).
+    """
+    regions = _guess.center_of_round_regions(binary)
+    if regions is None:
+        return (f"no rings found: no thresholded region looks like a ring arc ({int(binary.sum())} pixels above "
+                f"the threshold {thr:.4g}); give -BCGuess or check -Threshold")
+    cy, cz, _, rms = regions
+    peaks_r, significance, _ = _guess.ring_peaks(corrected, mask, _centred(base, cy, cz, 1_000_000.0))
+    peaks_r = peaks_r[significance >= 0.1 * significance.max()] if peaks_r.size else peaks_r
+    if peaks_r.size == 1:
+        return (f"found {_rings_text(peaks_r, base.px_um)} centred near ({cy:.0f}, {cz:.0f}); at least two rings "
+                "are needed to fix the distance and beam centre: use an image with more rings (a shorter distance "
+                "or a larger detector)")
+    return (f"no rings found: the thresholded rings are too wide to be taken for arcs ({rms:.1f} px rms about "
+            f"their circles: neighbouring rings merge, or the threshold {thr:.4g} cuts far into their tails); "
+            f"give -BCGuess {cy:.0f} {cz:.0f} (their centre) or raise -Threshold")
 
 
 def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings, *,
@@ -387,7 +474,11 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         status, reason = "CONVERGED", ""
         break
     if points is None or fit is None:
-        raise CalibrationError(reason if reason else "calibration produced no ring points")
+        message = reason if reason else "calibration produced no ring points"
+        if guess_info.get("bc_source") == "BCGuess":
+            arcs = _guess.beam_center_from_arcs(binary) if binary is not None else None
+            message += f", starting {_around_guess(settings.bc_guess_px, arcs)}"
+        raise CalibrationError(message)
     tt = np.degrees(tth_all[idx[points.ring]])
     strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
     inl = np.abs(strain[keep])
@@ -400,6 +491,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     if status == "CONVERGED" and fit.at_bound:
         status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(fit.at_bound)
                                     + " (start too far off, or tolerances too tight)")
+    if status == "FAILED":
+        reason += _one_ring_note(idx[points.ring][keep])
     # report only the rings that fall on the detector at the final distance
     on_detector = np.union1d(np.flatnonzero(geom.lsd_um * np.tan(tth_all) < max_r), idx)
     renumber = np.full(len(rings), -1)

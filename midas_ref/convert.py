@@ -107,8 +107,7 @@ def _check_no_distortion(geometry: Geometry, target: str, ignore_distortion: boo
         names = ("p0", "p1", "p2", "p3_deg", "p4", "p5")
         nonzero = ", ".join(f"{n} = {v!r}" for n, v in zip(names, geometry.distortion) if v != 0)
         raise GeometryError(f"the MIDAS distortion ({nonzero}) cannot be expressed in {target}; "
-                            "set it to zero or ignore it explicitly (ignore_distortion=True, "
-                            "CLI --ignore-distortion)")
+                            "set it to zero or ignore it explicitly (ignore_distortion=True)")
 
 
 def _square_pixel_um(size1_um: float, size2_um: float) -> float:
@@ -249,9 +248,8 @@ def midas_to_fit2d(geometry: Geometry, wavelength_angstrom: float | None = None,
     """
     _check_no_distortion(geometry, "Fit2D", ignore_distortion)
     if geometry.tx_deg != 0 and not ignore_tx:
-        raise GeometryError(f"tx = {geometry.tx_deg!r}° (rotation about the beam) has no Fit2D counterpart; "
-                            "it changes η only, not 2θ: ignore it explicitly (ignore_tx=True, "
-                            "CLI --ignore-tx)")
+        raise GeometryError(f"the tilt about the beam tx_deg = {geometry.tx_deg!r}° has no Fit2D counterpart; "
+                            "it changes η only, not 2θ: ignore it explicitly (ignore_tx=True)")
     ty, tz = math.radians(geometry.ty_deg), math.radians(geometry.tz_deg)
     sin_ty, cos_ty_sin_tz = math.sin(ty), math.cos(ty) * math.sin(tz)
     return Fit2DGeometry(

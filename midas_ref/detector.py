@@ -14,6 +14,34 @@ from .errors import GeometryError
 
 __all__ = ["Geometry", "PanelLayout", "PanelShift", "default_rho_d_um"]
 
+#: Field → (what it is, unit) for error messages; the unit is "" for dimensionless values.
+_QUANTITY = {
+    "lsd_um": ("sample → detector distance", "µm"), "bc_y_px": ("beam centre Y (column)", "px"),
+    "bc_z_px": ("beam centre Z (row)", "px"), "px_um": ("pixel size", "µm"),
+    "n_pixels_y": ("detector width (columns)", "px"), "n_pixels_z": ("detector height (rows)", "px"),
+    "tx_deg": ("tilt about the beam (X)", "°"), "ty_deg": ("tilt about Y", "°"), "tz_deg": ("tilt about Z", "°"),
+    **{name: ("distortion coefficient", "") for name in ("p0", "p1", "p2", "p4", "p5")},
+    "p3_deg": ("distortion phase", "°"),
+    "rho_d_um": ("distortion radius", "µm"),
+    "n_panels_y": ("number of panels along Y", ""), "n_panels_z": ("number of panels along Z", ""),
+    "size_y_px": ("panel width", "px"), "size_z_px": ("panel height", "px"),
+    "gaps_y_px": ("panel gaps along Y", "px"), "gaps_z_px": ("panel gaps along Z", "px"),
+}
+
+
+def _field_error(field: str, detail: str) -> GeometryError:
+    """A :class:`GeometryError` about one field, which an edge that knows the user's name for it can restate.
+
+    The error carries ``field`` (e.g. ``"px_um"``), ``quantity`` (``"pixel size"``) and ``detail`` (``"must
+    be > 0 µm, got -5.0"``); its message is "<quantity> <field> <detail>".
+    :func:`midas_ref.params.geometry_from_params` turns it into "<file>, line <n>, key 'px': <quantity>
+    <detail>".
+    """
+    quantity = _QUANTITY[field][0]
+    error = GeometryError(f"{quantity} {field} {detail}")
+    error.field, error.quantity, error.detail = field, quantity, detail
+    return error
+
 
 def default_rho_d_um(bc_y_px: float, bc_z_px: float, n_pixels_y: int, n_pixels_z: int,
                      px_um: float) -> float:
@@ -58,7 +86,9 @@ class Geometry:
     Raises
     ------
     GeometryError
-        Non-finite values, non-positive distance, pixel size, detector size or RhoD.
+        Non-finite values, non-positive distance, pixel size, detector size or RhoD. The error names the
+        field in its message and carries it as ``field`` (with ``quantity``, the field in words, and
+        ``detail``, what is wrong), so that callers can restate it in their own terms.
     """
 
     lsd_um: float
@@ -86,13 +116,13 @@ class Geometry:
                      "p2", "p3_deg", "p4", "p5", "rho_d_um"):
             value = getattr(self, name)
             if not math.isfinite(value):
-                raise GeometryError(f"geometry value {name} = {value!r} is not a finite number")
+                raise _field_error(name, f"must be a finite number, got {value!r}")
         for name in ("lsd_um", "px_um", "rho_d_um"):
             if getattr(self, name) <= 0:
-                raise GeometryError(f"geometry value {name} = {getattr(self, name)!r} must be > 0")
+                raise _field_error(name, f"must be > 0 {_QUANTITY[name][1]}, got {getattr(self, name)!r}")
         for name in ("n_pixels_y", "n_pixels_z"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) <= 0:
-                raise GeometryError(f"detector size {name} = {getattr(self, name)!r} must be a positive integer")
+                raise _field_error(name, f"must be a positive whole number of pixels, got {getattr(self, name)!r}")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -126,15 +156,14 @@ class PanelLayout:
         object.__setattr__(self, "gaps_z_px", tuple(int(g) for g in self.gaps_z_px))
         for name in ("n_panels_y", "n_panels_z", "size_y_px", "size_z_px"):
             if getattr(self, name) <= 0:
-                raise GeometryError(f"panel layout {name} = {getattr(self, name)!r} must be > 0")
-        if len(self.gaps_y_px) != self.n_panels_y - 1:
-            raise GeometryError(f"PanelGapsY needs {self.n_panels_y - 1} values (NPanelsY − 1), "
-                                f"got {len(self.gaps_y_px)}")
-        if len(self.gaps_z_px) != self.n_panels_z - 1:
-            raise GeometryError(f"PanelGapsZ needs {self.n_panels_z - 1} values (NPanelsZ − 1), "
-                                f"got {len(self.gaps_z_px)}")
-        if any(g < 0 for g in self.gaps_y_px + self.gaps_z_px):
-            raise GeometryError("panel gaps must be >= 0")
+                raise _field_error(name, f"must be > 0, got {getattr(self, name)!r}")
+        for axis, gaps, n_panels in (("Y", self.gaps_y_px, self.n_panels_y), ("Z", self.gaps_z_px, self.n_panels_z)):
+            field = f"gaps_{axis.lower()}_px"
+            if len(gaps) != n_panels - 1:
+                raise _field_error(field, f"need {n_panels - 1} values (one per gap between {n_panels} panels), "
+                                          f"got {len(gaps)}")
+            if any(g < 0 for g in gaps):
+                raise _field_error(field, f"must be >= 0 px, got {gaps}")
 
     @property
     def n_panels(self) -> int:

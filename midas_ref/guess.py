@@ -25,8 +25,8 @@ from .detector import Geometry
 from .errors import CalibrationError
 from .geometry import r_eta_maps
 
-__all__ = ["beam_center_from_arcs", "center_by_sharpness", "azimuthal_profiles", "ring_peaks",
-           "score_lsd", "rank_lsd", "match_lsd"]
+__all__ = ["beam_center_from_arcs", "center_of_round_regions", "center_by_sharpness", "azimuthal_profiles",
+           "ring_peaks", "score_lsd", "rank_lsd", "match_lsd"]
 
 
 # ---- beam centre from arcs ------------------------------------------------------------------------------
@@ -61,11 +61,42 @@ def beam_center_from_arcs(binary: np.ndarray, *, min_area: int = 300, max_rms_px
     -------
     (bc_y_px, bc_z_px, n_arcs) or None when no region qualifies.
     """
+    centres = [(yc, zc) for yc, zc, radius, rms, span in _region_circles(binary, min_area)
+               if rms <= max_rms_px and radius > 5.0 and span() >= min_arc_deg]
+    if not centres:
+        return None
+    c = np.asarray(centres)
+    return float(np.median(c[:, 0])), float(np.median(c[:, 1])), len(centres)
+
+
+def center_of_round_regions(binary: np.ndarray, *, min_area: int = 300,
+                            min_arc_deg: float = 20.0) -> tuple[float, float, int, float] | None:
+    """Centre (y, z) px of the thresholded regions that go round a centre, however wide they are.
+
+    A diagnostic for when :func:`beam_center_from_arcs` finds no thin arc: a ring thresholded far into its
+    tails, or neighbouring rings merged into one band, is a region whose circle fit has a large rms (about
+    its width / √12). Regions of at least ``min_area`` pixels spanning at least ``min_arc_deg`` of azimuth
+    about their circle's centre count.
+
+    Returns
+    -------
+    (bc_y_px, bc_z_px, n_regions, rms_px) or None when no region qualifies
+        Median centre, number of regions, and the median rms distance of their pixels from their circles.
+    """
+    fits = [(yc, zc, rms) for yc, zc, radius, rms, span in _region_circles(binary, min_area)
+            if radius > 5.0 and span() >= min_arc_deg]
+    if not fits:
+        return None
+    c = np.asarray(fits)
+    return float(np.median(c[:, 0])), float(np.median(c[:, 1])), len(fits), float(np.median(c[:, 2]))
+
+
+def _region_circles(binary, min_area):
+    """(y_c, z_c, radius, rms, span) of the circle fit of every 8-connected region of ``min_area`` pixels or
+    more; ``span()`` computes the region's azimuthal extent about the centre, degrees, when called."""
     from skimage.measure import label, regionprops
 
-    labels = label(binary, connectivity=2)
-    centres = []
-    for region in regionprops(labels):
+    for region in regionprops(label(binary, connectivity=2)):
         if region.area < min_area:
             continue
         coords = region.coords
@@ -73,17 +104,8 @@ def beam_center_from_arcs(binary: np.ndarray, *, min_area: int = 300, max_rms_px
         if fit is None:
             continue
         zc, yc, radius, rms = fit
-        if not (rms <= max_rms_px and radius > 5.0):
-            continue
-        angles = np.arctan2(coords[:, 1] - yc, coords[:, 0] - zc)
-        span = _angular_span_deg(angles)
-        if span < min_arc_deg:
-            continue
-        centres.append((yc, zc))
-    if not centres:
-        return None
-    c = np.asarray(centres)
-    return float(np.median(c[:, 0])), float(np.median(c[:, 1])), len(centres)
+        yield yc, zc, radius, rms, (lambda coords=coords, yc=yc, zc=zc: _angular_span_deg(
+            np.arctan2(coords[:, 1] - yc, coords[:, 0] - zc)))
 
 
 def _angular_span_deg(angles):

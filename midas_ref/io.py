@@ -127,8 +127,10 @@ def infer_file_type(path: str | os.PathLike, file_type: str | int | None = None,
     if data_type is not None:
         _check_data_type(path, data_type)
         return _DATA_TYPE_CONTAINERS.get(int(data_type), "raw")
-    raise ImageReadError(f"{path}: cannot tell the file type from extension {suffix!r}; give file_type "
-                         "(zarr, hdf5, ge, tiff, raw) or a DataType")
+    what = f"the extension {suffix!r}" if suffix else "a name without an extension"
+    raise ImageReadError(f"{path}: cannot tell the file type from {what}; give it with -ConvertFile (0 Zarr zip, "
+                         "1 HDF5, 2 GE, 3 TIFF) or rename the file (.zip, .h5/.hdf5/.hdf/.nxs, .ge/.ge1–.ge9, "
+                         ".tif/.tiff; .raw/.bin with DataType 1–5)")
 
 
 def _check_data_type(path: str, data_type) -> int:
@@ -374,7 +376,8 @@ def load_image(path: str | os.PathLike, *, dark_path: str | os.PathLike | None =
             dark_frames, _, dark_dataset, _ = _read_source(dark_source)
         except ImageReadError as exc:
             if "no frames left" in str(exc):
-                raise ImageReadError(f"{exc} (dark; pass dark_skip_frame=0 to keep all dark frames)") from exc
+                raise ImageReadError(f"{exc} (the dark: SkipFrame applies to the dark too; lower SkipFrame or use "
+                                     "a dark with more frames)") from exc
             raise
         if dark_frames.shape[1:] != frames.shape[1:]:
             raise ImageReadError(f"{dark_source.path}: dark frame shape {dark_frames.shape[1:]} differs from "

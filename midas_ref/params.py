@@ -644,7 +644,8 @@ def geometry_from_params(pf: ParameterFile, *, defaults: Mapping[str, object] | 
     try:
         return Geometry(**fields)
     except GeometryError as exc:
-        raise ParameterFileError(f"invalid geometry: {exc}", pf.path) from exc
+        raise _in_keys(exc, pf, GEOMETRY_KEYS, "invalid geometry", not_from_file=overrides or {},
+                       computed={"RhoD": "the distance from BC to the farthest detector corner"}) from exc
 
 
 def params_from_geometry(geometry: Geometry, base: ParameterFile | None = None) -> ParameterFile:
@@ -674,7 +675,28 @@ def panel_layout_from_params(pf: ParameterFile) -> PanelLayout | None:
     try:
         return PanelLayout(**fields)
     except GeometryError as exc:
-        raise ParameterFileError(f"invalid panel layout: {exc}", pf.path) from exc
+        raise _in_keys(exc, pf, PANEL_LAYOUT_KEYS, "invalid panel layout") from exc
+
+
+def _in_keys(exc: GeometryError, pf: ParameterFile, keys, what: str, *, not_from_file=(),
+             computed: Mapping[str, str] | None = None) -> ParameterFileError:
+    """``exc`` (a field of :mod:`midas_ref.detector` is invalid) restated under its legacy key in ``keys``.
+
+    ``"<file>, line <n>, key 'px': pixel size must be > 0 µm, got -5.0"``: the key as the file spells it
+    (``Distance`` for ``Lsd`` …) and its line when the value is the file's (not for the keys of
+    ``not_from_file``, whose value the caller replaced); a key the file does not set says how its value was
+    made (``computed``). Errors that name no field keep their message after ``what``.
+    """
+    field_ = getattr(exc, "field", None)
+    key = next((k for k, f in keys if field_ == f or (isinstance(f, tuple) and field_ in f)), None)
+    if key is None:
+        return ParameterFileError(f"{what}: {exc}", pf.path)
+    line = pf.line_of(key) if pf.has(key) and key not in not_from_file else None
+    spelled = next((e.key for e in pf.entries if e.key and e.line == line), key) if line is not None else key
+    message = f"{exc.quantity} {exc.detail}"
+    if not pf.has(key) and key in (computed or {}):
+        message += f" (not in the file: {computed[key]}; set {key} explicitly)"
+    return ParameterFileError(message, pf.path, line, spelled)
 
 
 def key_values_from_panel_layout(layout: PanelLayout) -> dict[str, object]:

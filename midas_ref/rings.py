@@ -165,15 +165,16 @@ def reflection_list(space_group: int, lattice, wavelength_angstrom: float, *, ls
     ops = _space_group_ops(space_group)
     cell = _validate_lattice(lattice)
     _check_metric_symmetry(ops, cell, space_group)
-    wavelength = _positive("wavelength_angstrom", wavelength_angstrom)
-    lsd = None if lsd_um is None else _positive("lsd_um", lsd_um)
+    wavelength = _positive("wavelength", "Å", wavelength_angstrom)
+    lsd = None if lsd_um is None else _positive("sample → detector distance", "µm", lsd_um)
     cuts = {"λ/2": wavelength / 2.0}
     if rho_d_um is not None:
         if lsd is None:
-            raise RingTableError("rho_d_um (RhoD) needs lsd_um (Lsd) to give a d-spacing cut")
-        cuts["RhoD"] = d_min_from_radius(wavelength, lsd, _positive("rho_d_um", rho_d_um))
+            raise RingTableError("a largest ring radius (RhoD) needs the sample → detector distance (Lsd) to "
+                                 "give a d-spacing cut")
+        cuts["RhoD"] = d_min_from_radius(wavelength, lsd, _positive("largest ring radius", "µm", rho_d_um))
     if d_min_angstrom is not None:
-        cuts["d_min"] = _positive("d_min_angstrom", d_min_angstrom)
+        cuts["d_min"] = _positive("smallest d-spacing d_min", "Å", d_min_angstrom)
     cut_name, d_min = max(cuts.items(), key=lambda item: item[1])
 
     b_matrix = _b_matrix(cell)
@@ -234,7 +235,7 @@ def ring_table(space_group: int, lattice, wavelength_angstrom: float, *, lsd_um:
     rings = [ring for ring in rings if ring.ring_nr not in excluded]
     if max_rings is not None:
         if int(max_rings) < 0:
-            raise RingTableError(f"max_rings must be ≥ 0, got {max_rings}")
+            raise RingTableError(f"the number of rings max_rings must be ≥ 0, got {max_rings}")
         rings = rings[:int(max_rings)]
     return rings
 
@@ -285,13 +286,14 @@ def read_hkls_csv(path: str | os.PathLike) -> Reflections:
 
 # --- private helpers -------------------------------------------------------------------------------------
 
-def _positive(name: str, value) -> float:
+def _positive(quantity: str, unit: str, value) -> float:
+    """``value`` as a float; a :class:`RingTableError` naming the quantity in words unless finite and > 0."""
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise RingTableError(f"{name} must be a number, got {value!r}") from None
+        raise RingTableError(f"{quantity} must be a number ({unit}), got {value!r}") from None
     if not (math.isfinite(x) and x > 0):
-        raise RingTableError(f"{name} must be finite and > 0, got {value!r}")
+        raise RingTableError(f"{quantity} must be finite and > 0 {unit}, got {value!r}")
     return x
 
 
@@ -348,8 +350,8 @@ def _enumerate(ops: gemmi.GroupOps, b_matrix: np.ndarray, lengths, d_min: float)
     h_max, k_max, l_max = (int(x / d_min) + 1 for x in lengths)  # + 1: safe against rounding
     volume = abs(np.linalg.det(b_matrix)) ** -1
     if 4.0 / 3.0 * math.pi * volume / d_min ** 3 > MAX_REFLECTIONS:
-        raise RingTableError(f"d_min = {d_min:g} Å gives more than {MAX_REFLECTIONS} reflections; "
-                             "give Lsd and RhoD or a larger d_min")
+        raise RingTableError(f"the d-spacing cut d ≥ {d_min:g} Å gives more than {MAX_REFLECTIONS} reflections; "
+                             "give the distance and the largest ring radius (Lsd and RhoD) or a larger cut")
     k, l = np.meshgrid(np.arange(-k_max, k_max + 1), np.arange(-l_max, l_max + 1), indexing="ij")
     kl = np.column_stack([k.ravel(), l.ravel()])
     parts = []

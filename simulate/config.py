@@ -41,20 +41,37 @@ DTYPES = ("uint16", "uint32", "int32", "float32")
 
 
 class SimulationError(MidasRefError, ValueError):
-    """A simulation request that cannot be honoured (bad option value, unknown scenario, unwritable output)."""
+    """A simulation request that cannot be honoured (bad option value, unknown scenario, unwritable output).
+
+    Parameters
+    ----------
+    message : str
+    fields : tuple of str
+        The options the message names, spelled as in it: ``"PeakShape.fwhm_px"`` (class.field). A front end
+        that knows what its user typed for them (``midas-ref simulate``: ``--fwhm-px``) replaces them.
+    """
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
+
+
+def _error(message: str, *fields: str) -> SimulationError:
+    return SimulationError(message, fields)
 
 
 def _finite(owner: str, name: str, value, *, positive=False, non_negative=False) -> float:
+    option = f"{owner}.{name}"
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise SimulationError(f"{owner}.{name} must be a number, got {value!r}") from None
+        raise _error(f"{option} must be a number, got {value!r}", option) from None
     if not math.isfinite(x):
-        raise SimulationError(f"{owner}.{name} must be finite, got {value!r}")
+        raise _error(f"{option} must be finite, got {value!r}", option)
     if positive and x <= 0:
-        raise SimulationError(f"{owner}.{name} must be > 0, got {value!r}")
+        raise _error(f"{option} must be > 0, got {value!r}", option)
     if non_negative and x < 0:
-        raise SimulationError(f"{owner}.{name} must be >= 0, got {value!r}")
+        raise _error(f"{option} must be >= 0, got {value!r}", option)
     return x
 
 
@@ -82,7 +99,7 @@ class Material:
     def __post_init__(self):
         object.__setattr__(self, "lattice", tuple(float(x) for x in self.lattice))
         if len(self.lattice) != 6:
-            raise SimulationError(f"Material.lattice needs 6 values a b c α β γ, got {self.lattice}")
+            raise _error(f"Material.lattice needs 6 values a b c α β γ, got {self.lattice}", "Material.lattice")
         _finite("Material", "wavelength_angstrom", self.wavelength_angstrom, positive=True)
         if not self.name or any(c in self.name for c in "/\\ \t\n"):
             raise SimulationError(f"Material.name {self.name!r} cannot be used in a file name")
@@ -122,7 +139,9 @@ class PeakShape:
 
     def __post_init__(self):
         if self.fwhm_px is not None and self.fwhm_two_theta_deg is not None:
-            raise SimulationError("give the peak FWHM either in pixels or in 2θ, not both")
+            raise _error("give the peak FWHM either in pixels (PeakShape.fwhm_px) or in 2θ "
+                         "(PeakShape.fwhm_two_theta_deg), not both", "PeakShape.fwhm_px",
+                         "PeakShape.fwhm_two_theta_deg")
         if self.fwhm_px is None and self.fwhm_two_theta_deg is None:
             object.__setattr__(self, "fwhm_px", 2.5)
         if self.fwhm_px is not None:
@@ -130,10 +149,11 @@ class PeakShape:
         else:
             fwhm = _finite("PeakShape", "fwhm_two_theta_deg", self.fwhm_two_theta_deg, positive=True)
             if fwhm >= 10:
-                raise SimulationError(f"PeakShape.fwhm_two_theta_deg = {fwhm} is not a diffraction peak (< 10°)")
+                raise _error(f"PeakShape.fwhm_two_theta_deg must be < 10° for a diffraction peak, got {fwhm}",
+                             "PeakShape.fwhm_two_theta_deg")
         mu = _finite("PeakShape", "lorentz_fraction", self.lorentz_fraction)
         if not 0 <= mu <= 1:
-            raise SimulationError(f"PeakShape.lorentz_fraction must be in [0, 1], got {mu}")
+            raise _error(f"PeakShape.lorentz_fraction must be in [0, 1], got {mu}", "PeakShape.lorentz_fraction")
         if self.doublet_wavelength_angstrom is not None:
             _finite("PeakShape", "doublet_wavelength_angstrom", self.doublet_wavelength_angstrom, positive=True)
         _finite("PeakShape", "doublet_ratio", self.doublet_ratio, non_negative=True)
@@ -175,18 +195,21 @@ class RingIntensity:
     def __post_init__(self):
         _finite("RingIntensity", "peak_counts", self.peak_counts, non_negative=True)
         if self.weighting not in ("uniform", "multiplicity"):
-            raise SimulationError(f"RingIntensity.weighting must be 'uniform' or 'multiplicity', "
-                                  f"got {self.weighting!r}")
+            raise _error(f"RingIntensity.weighting must be 'uniform' or 'multiplicity', got {self.weighting!r}",
+                         "RingIntensity.weighting")
         amp = _finite("RingIntensity", "texture_amplitude", self.texture_amplitude)
         if not 0 <= amp <= 1:
-            raise SimulationError(f"RingIntensity.texture_amplitude must be in [0, 1], got {amp}")
+            raise _error(f"RingIntensity.texture_amplitude must be in [0, 1], got {amp}",
+                         "RingIntensity.texture_amplitude")
         if int(self.texture_order) != self.texture_order or self.texture_order < 1:
-            raise SimulationError(f"RingIntensity.texture_order must be an integer >= 1, got {self.texture_order}")
+            raise _error(f"RingIntensity.texture_order must be an integer >= 1, got {self.texture_order}",
+                         "RingIntensity.texture_order")
         _finite("RingIntensity", "texture_phase_deg", self.texture_phase_deg)
         arcs = []
         for arc in self.missing_arcs_deg:
             if len(arc) != 2:
-                raise SimulationError(f"a missing arc is (eta_start_deg, eta_end_deg), got {arc!r}")
+                raise _error(f"RingIntensity.missing_arcs_deg: a missing arc is (η start, η end) in degrees, "
+                             f"got {arc!r}", "RingIntensity.missing_arcs_deg")
             arcs.append(tuple(_finite("RingIntensity", "missing_arcs_deg", v) for v in arc))
         object.__setattr__(self, "missing_arcs_deg", tuple(arcs))
         if self.ring_numbers is not None:
@@ -244,20 +267,27 @@ class DetectorResponse:
             _finite("DetectorResponse", "dark_counts", self.dark_counts, non_negative=True)
         _finite("DetectorResponse", "dark_noise_counts", self.dark_noise_counts, non_negative=True)
         if self.dark_noise_counts > 0 and self.dark_counts is None:
-            raise SimulationError("a dark pattern (dark_noise_counts) needs a dark level (dark_counts)")
+            raise _error("a dark pattern (DetectorResponse.dark_noise_counts) needs a dark level "
+                         "(DetectorResponse.dark_counts)", "DetectorResponse.dark_noise_counts",
+                         "DetectorResponse.dark_counts")
         if int(self.n_frames) != self.n_frames or self.n_frames < 1:
-            raise SimulationError(f"DetectorResponse.n_frames must be an integer >= 1, got {self.n_frames}")
+            raise _error(f"DetectorResponse.n_frames must be an integer >= 1, got {self.n_frames}",
+                         "DetectorResponse.n_frames")
         frac = _finite("DetectorResponse", "bad_pixel_fraction", self.bad_pixel_fraction)
         if not 0 <= frac < 1:
-            raise SimulationError(f"DetectorResponse.bad_pixel_fraction must be in [0, 1), got {frac}")
+            raise _error(f"DetectorResponse.bad_pixel_fraction must be in [0, 1), got {frac}",
+                         "DetectorResponse.bad_pixel_fraction")
         _finite("DetectorResponse", "bad_pixel_value", self.bad_pixel_value)
         _finite("DetectorResponse", "gap_value", self.gap_value)
         if self.dtype not in DTYPES:
-            raise SimulationError(f"DetectorResponse.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise _error(f"DetectorResponse.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}",
+                         "DetectorResponse.dtype")
         if self.saturation_counts is not None:
             sat = _finite("DetectorResponse", "saturation_counts", self.saturation_counts, positive=True)
             if sat > self.dtype_max:
-                raise SimulationError(f"saturation {sat:g} exceeds the {self.dtype} maximum {self.dtype_max:g}")
+                raise _error(f"DetectorResponse.saturation_counts {sat:g} exceeds the {self.dtype} maximum "
+                             f"{self.dtype_max:g} (DetectorResponse.dtype)", "DetectorResponse.saturation_counts",
+                             "DetectorResponse.dtype")
 
     @property
     def dtype_max(self) -> float:
@@ -314,12 +344,14 @@ class SimulationConfig:
         if self.panels is not None and not isinstance(self.panels, Panels):
             raise TypeError(f"panels must be midas_ref.panels.Panels or None, got {type(self.panels).__name__}")
         if int(self.supersample) != self.supersample or not 1 <= self.supersample <= 64:
-            raise SimulationError(f"supersample must be an integer in 1..64, got {self.supersample}")
+            raise _error(f"SimulationConfig.supersample must be an integer in 1..64, got {self.supersample}",
+                         "SimulationConfig.supersample")
         if int(self.seed) != self.seed or self.seed < 0:
-            raise SimulationError(f"seed must be an integer >= 0, got {self.seed}")
+            raise _error(f"SimulationConfig.seed must be an integer >= 0, got {self.seed}", "SimulationConfig.seed")
         if self.panels is not None:
             if not 0 <= self.fix_panel_id < self.panels.layout.n_panels:
-                raise SimulationError(f"fix_panel_id {self.fix_panel_id} outside 0..{self.panels.layout.n_panels - 1}")
+                raise _error(f"SimulationConfig.fix_panel_id {self.fix_panel_id} is outside the panel ids "
+                             f"0..{self.panels.layout.n_panels - 1}", "SimulationConfig.fix_panel_id")
             s = self.panels.shifts[self.fix_panel_id]
             if (s.dy_px, s.dz_px, s.dtheta_deg) != (0.0, 0.0, 0.0):
                 raise SimulationError(f"the fixed panel {self.fix_panel_id} must have dY = dZ = dTheta = 0 "
@@ -331,16 +363,17 @@ class SimulationConfig:
         dt = np.dtype(r.dtype)
         used = []
         if r.bad_pixel_fraction > 0:
-            used.append(("bad pixel value", r.bad_pixel_value))
+            used.append(("bad pixel value", "DetectorResponse.bad_pixel_value", r.bad_pixel_value))
         if self.has_gaps:
-            used.append(("gap value", r.gap_value))
-        for what, value in used:
+            used.append(("gap value", "DetectorResponse.gap_value", r.gap_value))
+        for what, option, value in used:
             if dt.kind in "iu" and (value != round(value) or not np.iinfo(dt).min <= value <= np.iinfo(dt).max):
-                raise SimulationError(f"{what} {value:g} cannot be stored in {r.dtype}; choose a signed dtype "
-                                      "(int32) or another value")
+                raise _error(f"the {what} ({option}) {value:g} cannot be stored in {r.dtype} "
+                             "(DetectorResponse.dtype); choose a signed type (int32) or another value", option,
+                             "DetectorResponse.dtype")
             if 0 < value <= r.clip_max:
-                raise SimulationError(f"{what} {value:g} lies in the range of real counts (0, {r.clip_max:g}]; "
-                                      "use a negative value, 0, or one above the saturation")
+                raise _error(f"the {what} ({option}) {value:g} lies in the range of real counts "
+                             f"(0, {r.clip_max:g}]; use a negative value, 0, or one above the saturation", option)
 
     @property
     def has_gaps(self) -> bool:

@@ -374,7 +374,7 @@ def test_zero_frames_after_skip(tmp_path):
 def test_dark_skip_frame_hint(tmp_path):
     io.write_ge(tmp_path / "d.ge2", stack(3))
     io.write_ge(tmp_path / "dark.ge2", stack(1))
-    with pytest.raises(ImageReadError, match="dark_skip_frame=0"):
+    with pytest.raises(ImageReadError, match="SkipFrame applies to the dark too"):
         io.load_image(tmp_path / "d.ge2", dark_path=tmp_path / "dark.ge2", n_pixels_y=7, n_pixels_z=5,
                       skip_frame=1)
     loaded = io.load_image(tmp_path / "d.ge2", dark_path=tmp_path / "dark.ge2", n_pixels_y=7,

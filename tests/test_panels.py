@@ -85,7 +85,7 @@ def test_malformed_shift_file_names_line(tmp_path, text):
 
 
 def test_layout_validation():
-    with pytest.raises(GeometryError, match="PanelGapsY"):
+    with pytest.raises(GeometryError, match="gaps_y_px need 2 values"):
         PanelLayout(3, 2, 10, 10, gaps_y_px=(1,), gaps_z_px=(1,))
     with pytest.raises(GeometryError, match="ordered by id"):
         Panels(PanelLayout(1, 2, 5, 5, (), (0,)), (PanelShift(1), PanelShift(0)))

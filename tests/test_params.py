@@ -349,8 +349,16 @@ def test_geometry_without_rho_d_uses_the_farthest_corner():
 def test_geometry_missing_and_invalid_values():
     with pytest.raises(ParameterFileError, match="missing required keys: BC, px, NrPixelsY, NrPixelsZ"):
         geometry_from_params(parse_parameter_text("Lsd 1e6\n"))
-    with pytest.raises(ParameterFileError, match="invalid geometry"):
+    n_lines = GEOMETRY_TEXT.count("\n")
+    with pytest.raises(ParameterFileError, match=re.escape(
+            f"line {n_lines + 1}, key 'Lsd': sample → detector distance must be > 0 µm, got -5.0")):
         geometry_from_params(parse_parameter_text(GEOMETRY_TEXT + "Lsd -5\n"))
+    with pytest.raises(ParameterFileError, match=re.escape(
+            f"line {n_lines + 1}, key 'Distance': sample → detector distance must be > 0 µm, got 0.0")):
+        geometry_from_params(parse_parameter_text(GEOMETRY_TEXT + "Distance 0\n"))  # the file's spelling
+    with pytest.raises(ParameterFileError, match=re.escape("key 'RhoD': distortion radius must be > 0 µm, got 0.0 "
+                                                           "(not in the file: the distance from BC")):
+        geometry_from_params(parse_parameter_text("Lsd 1e6\nBC 0 0\npx 200\nNrPixels 1\n"))
 
 
 def test_panel_layout_from_params():
@@ -358,7 +366,8 @@ def test_panel_layout_from_params():
     layout = panel_layout_from_params(parse_parameter_text("NPanelsY 2\nNPanelsZ 3\nPanelSizeY 195\n"
                                                            "PanelSizeZ 487\nPanelGapsZ 17 17\n"))
     assert layout.gaps_y_px == (0,) and layout.gaps_z_px == (17, 17) and layout.size_z_px == 487
-    with pytest.raises(ParameterFileError, match="invalid panel layout"):
+    with pytest.raises(ParameterFileError, match=re.escape(
+            "line 5, key 'PanelGapsY': panel gaps along Y need 3 values (one per gap between 4 panels), got 2")):
         panel_layout_from_params(parse_parameter_text("NPanelsY 4\nNPanelsZ 1\nPanelSizeY 9\nPanelSizeZ 9\n"
                                                       "PanelGapsY 1 2\n"))
 

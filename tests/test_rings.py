@@ -376,13 +376,13 @@ def test_ring_is_frozen():
     ((167, (4.757, 4.757, 12.99, 90, 90, 90), 0.2), {}, "symmetry of space group 167"),
     ((167, (5.1, 5.1, 5.1, 55.3, 55.3, 55.3), 0.2), {}, "symmetry of space group 167"),  # rhombohedral axes
     ((14, (5.0, 6.0, 7.0, 90, 100, 95), 0.2), {}, "symmetry of space group 14"),
-    ((225, CEO2, 0.0), {}, "wavelength_angstrom must be finite and > 0"),
-    ((225, CEO2, float("nan")), {}, "wavelength_angstrom must be finite and > 0"),
+    ((225, CEO2, 0.0), {}, "wavelength must be finite and > 0 Å"),
+    ((225, CEO2, float("nan")), {}, "wavelength must be finite and > 0 Å"),
     ((225, CEO2, 7.0), {}, r"2·d_max = 6.24884"),
     ((225, CEO2, 0.2), dict(lsd_um=1e6, rho_d_um=1e3), "no ring within RhoD"),
     ((225, CEO2, 0.2), dict(d_min_angstrom=3.2), "no ring with d ≥ d_min = 3.2 Å"),
-    ((225, CEO2, 0.2), dict(rho_d_um=1e5), "needs lsd_um"),
-    ((225, CEO2, 0.2), dict(lsd_um=-1.0), "lsd_um must be finite"),
+    ((225, CEO2, 0.2), dict(rho_d_um=1e5), "RhoD.* needs the sample → detector distance"),
+    ((225, CEO2, 0.2), dict(lsd_um=-1.0), "distance must be finite and > 0 µm"),
     ((225, CEO2, 0.01), {}, "more than 5000000 reflections"),
     ((225, CEO2, 0.2), dict(max_rings=-1), "max_rings"),
 ])

@@ -63,8 +63,8 @@ def test_parameter_file_alone_with_options(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--scenario", "nope", "--out", "x"], "unknown scenario 'nope'; valid: ge2048"),
-    (["--scenario", "ge2048", "--out", "x", "--fwhm-px", "0"], "fwhm_px must be > 0"),
-    (["--scenario", "ge2048", "--out", "x", "--fwhm-px", "-1.5"], "fwhm_px must be > 0"),
+    (["--scenario", "ge2048", "--out", "x", "--fwhm-px", "0"], "--fwhm-px must be > 0, got 0.0"),
+    (["--scenario", "ge2048", "--out", "x", "--fwhm-px", "-1.5"], "--fwhm-px must be > 0, got -1.5"),
     (["--scenario", "ge2048"], "--out DIR is required"),
     (["--out", "x"], "give --scenario NAME or -paramFN FILE"),
     (["--scenario", "ge2048", "--out", "x", "--bad-fraction", "0.1"], "cannot be stored in uint16"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,8 @@ example:
 """
 
 _SUFFIX = {"poni": ".poni", "fit2d": ".fit2d.txt"}
+#: The converters' keyword arguments → this command's flags (in their refusals).
+_FLAGS = {"ignore_distortion=True": "--ignore-distortion", "ignore_tx=True": "--ignore-tx"}
 
 
 def register(subparsers) -> None:
@@ -64,15 +67,30 @@ def run(args: argparse.Namespace) -> int:
     if pf.get("PanelShiftsFile", None) and not args.ignore_panels:
         raise GeometryError(f"{args.param_fn}: per-panel shifts (PanelShiftsFile) cannot be expressed in "
                             f"{args.format}; pass --ignore-panels to export the global geometry only")
-    if args.format == "poni":
-        text = convert.poni_text(convert.midas_to_poni(
-            geometry, wavelength, ignore_distortion=args.ignore_distortion))
-    else:
-        text = convert.fit2d_text(convert.midas_to_fit2d(
-            geometry, wavelength, ignore_distortion=args.ignore_distortion, ignore_tx=args.ignore_tx))
+    try:
+        if args.format == "poni":
+            text = convert.poni_text(convert.midas_to_poni(
+                geometry, wavelength, ignore_distortion=args.ignore_distortion))
+        else:
+            text = convert.fit2d_text(convert.midas_to_fit2d(
+                geometry, wavelength, ignore_distortion=args.ignore_distortion, ignore_tx=args.ignore_tx))
+    except GeometryError as exc:
+        raise GeometryError(f"{args.param_fn}: {_in_user_words(str(exc))}") from exc
     if out is None:
         sys.stdout.write(text)
         return 0
     write_text_atomic(out, text)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _in_user_words(message: str) -> str:
+    """A converter's refusal with its keyword arguments as flags and geometry fields as parameter-file keys."""
+    from ..params import GEOMETRY_KEYS
+
+    for name, flag in _FLAGS.items():
+        message = message.replace(name, flag)
+    for key, field_ in GEOMETRY_KEYS:
+        for name in (field_ if isinstance(field_, tuple) else (field_,)):
+            message = re.sub(rf"\b{re.escape(name)}\b", key, message)
+    return message

@@ -25,6 +25,63 @@ examples:
 """
 
 
+#: Simulation option (as :class:`simulate.SimulationError` names it) → the flag that sets it.
+_FLAGS = {
+    "PeakShape.fwhm_px": "--fwhm-px", "PeakShape.fwhm_two_theta_deg": "--fwhm-2theta-deg",
+    "PeakShape.lorentz_fraction": "--lorentz-fraction", "PeakShape.doublet_wavelength_angstrom": "--doublet-wavelength",
+    "PeakShape.doublet_ratio": "--doublet-ratio", "RingIntensity.peak_counts": "--peak-counts",
+    "RingIntensity.weighting": "--weighting", "RingIntensity.texture_amplitude": "--texture AMP",
+    "RingIntensity.texture_order": "--texture ORDER", "RingIntensity.texture_phase_deg": "--texture PHASE_DEG",
+    "RingIntensity.missing_arcs_deg": "--missing-arc", "DetectorResponse.background_counts": "--background",
+    "DetectorResponse.background_slope_per_px": "--background-slope", "DetectorResponse.read_noise_counts":
+    "--read-noise", "DetectorResponse.dark_counts": "--dark", "DetectorResponse.dark_noise_counts": "--dark-noise",
+    "DetectorResponse.n_frames": "--frames", "DetectorResponse.bad_pixel_fraction": "--bad-fraction",
+    "DetectorResponse.bad_pixel_value": "--bad-value", "DetectorResponse.gap_value": "--gap-value",
+    "DetectorResponse.dtype": "--dtype", "DetectorResponse.saturation_counts": "--saturation",
+    "SimulationConfig.supersample": "--supersample", "SimulationConfig.seed": "--seed",
+}
+#: Simulation option → the parameter-file key that sets it when its flag (if any) is not given
+#: (simulate.from_params reads these keys; the geometry keys are restated by midas_ref.params).
+_KEYS = {"Material.wavelength_angstrom": "Wavelength", "Material.lattice": "LatticeConstant",
+         "DetectorResponse.bad_pixel_value": "BadPxIntensity", "DetectorResponse.gap_value": "GapIntensity",
+         "SimulationConfig.fix_panel_id": "FixPanelID"}
+
+
+def _in_user_words(exc, args, pf):
+    """``exc`` (a :class:`simulate.SimulationError`) with its option names replaced by what the user typed.
+
+    An option set by a flag is named by the flag, one set by the parameter file by its key (and the error
+    becomes a ParameterFileError with the file and line when the message is about that key alone). Errors
+    that name no option are returned as they are.
+    """
+    from ..errors import ParameterFileError
+
+    words = {}
+    for option in exc.fields:
+        flag, key = _FLAGS.get(option), _KEYS.get(option)
+        flag_given = flag is not None and getattr(args, flag.split()[0].lstrip("-").replace("-", "_")) is not None
+        from_file = key is not None and pf is not None and pf.has(key) and not flag_given
+        words[option] = key if from_file else flag
+    message = str(exc)
+    first = exc.fields[0] if exc.fields else None
+    if first is not None and words[first] == _KEYS.get(first) and message.startswith(first):
+        key = words[first]
+        return ParameterFileError(_replaced(message[len(first):].lstrip(" :"), words, pf), pf.path,
+                                  pf.line_of(key), key)
+    return type(exc)(_replaced(message, words, pf), exc.fields)
+
+
+def _replaced(message: str, words: dict, pf) -> str:
+    """``message`` with every option replaced by its flag, or by its key and where the file sets it."""
+    keys = set(_KEYS.values())
+    for option in sorted(words, key=len, reverse=True):
+        word = words[option] or option
+        if word in keys:
+            word = f"{word} on line {pf.line_of(word)} of {pf.path}"
+        message = message.replace(option, word)
+    return message
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -103,8 +160,7 @@ def _changed(obj, **values):
     return replace(obj, **values) if values else obj
 
 
-def _config(args):
-    from midas_ref.params import read_parameter_file
+def _config(args, pf):
     from simulate import PeakShape, RingIntensity, SimulationError, config_from_params, scenario
 
     if args.scenario is None and args.param_fn is None:
@@ -136,8 +192,8 @@ def _config(args):
     if args.supersample is not None:
         changes["supersample"] = args.supersample
     if args.param_fn is not None:
-        config = config_from_params(read_parameter_file(args.param_fn), base, panel_shifts_path=args.panel_shifts,
-                                    response_changes=response, **changes)
+        config = config_from_params(pf, base, panel_shifts_path=args.panel_shifts, response_changes=response,
+                                    **changes)
     else:
         if args.panel_shifts is not None:
             if base.panels is None:
@@ -157,7 +213,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise SimulationError("--out DIR is required")
-    config = _config(args)
+    from midas_ref.params import read_parameter_file
+
+    pf = read_parameter_file(args.param_fn) if args.param_fn is not None else None
+    try:
+        config = _config(args, pf)
+    except SimulationError as exc:
+        if not exc.fields:
+            raise
+        raise _in_user_words(exc, args, pf) from exc
     start = time.perf_counter()
     result = simulate(config)
     seconds = time.perf_counter() - start
