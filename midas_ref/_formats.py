@@ -134,7 +134,7 @@ def _resolve_hdf5_dataset(handle, path: str, data_loc: str | None) -> tuple[str,
     what = (f"several image-like datasets ({', '.join(candidates)})" if candidates
             else "datasets present: " + _hdf5_all_datasets(handle))
     raise ImageReadError(f"{path}: no HDF5 dataset 'exchange/data' and no unique image dataset; {what}; "
-                         "give data_loc (-dataLoc)")
+                         "give it with -dataLoc (dataLoc in the parameter file)")
 
 
 def read_hdf5(path: str, data_loc: str | None, skip_frame: int) -> tuple[np.ndarray, str, str | None]:

@@ -391,8 +391,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     anchor = geom
     final_stage = list(STAGES[-1]) + (["p4"] if settings.distortion_order == 6 else [])
     stages = [STAGES[0], STAGES[1], tuple(final_stage) if settings.fit_distortion else STAGES[1]]
-    max_r = max(math.hypot(cy - geom.bc_y_px, cz - geom.bc_z_px)
-                for cy in (0, base.n_pixels_y - 1) for cz in (0, base.n_pixels_z - 1)) * base.px_um
+    max_r = default_rho_d_um(geom.bc_y_px, geom.bc_z_px, base.n_pixels_y, base.n_pixels_z, base.px_um)
     tth_all = np.radians([ring.two_theta_deg for ring in rings])
     excluded: list[int] = [int(n) for n in settings.rings_to_exclude]
     records = []
@@ -423,6 +422,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         if len(points) < 3 * len(free):
             reason = (f"no rings found: only {len(points)} ring peaks could be fitted at iteration {iteration} "
                       f"(need {3 * len(free)})")
+            keep = np.ones(len(points), dtype=bool)  # the result describes these points, not the previous set
             break
         tt = np.degrees(tth_all[ring_of_point])
         t0 = time.perf_counter()

@@ -61,6 +61,10 @@ def tolerances_from_params(pf: ParameterFile):
     """
     from .refine import Tolerances
 
+    for key in ("tolLsd", "tolBC", "tolTilts", "tolP", "tolP0", "tolP1", "tolP2", "tolP3", "tolP4"):
+        if pf.has(key) and pf.get(key) < 0:
+            raise ParameterFileError(f"a search half-width must be >= 0 (0 fixes the parameter), got {pf.get(key)!r}",
+                                     pf.path, pf.line_of(key), key)
     return Tolerances(lsd_um=pf.get("tolLsd"), bc_px=pf.get("tolBC"), tilts_deg=pf.get("tolTilts"),
                       p0=pf.get("tolP0"), p1=pf.get("tolP1"), p2=pf.get("tolP2"), p3_deg=pf.get("tolP3"),
                       p4=pf.get("tolP4"))

@@ -21,13 +21,12 @@ own 2θ, so the satellite neither biases the main peak nor goes unused.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from .detector import Geometry
+from .detector import Geometry, default_rho_d_um
 from .errors import CalibrationError
 from .panels import Panels, panel_index_map, point_panel_ids
 from .profiles import PeakPoints, extract_peaks
@@ -265,8 +264,7 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     records, candidates, prev, noise = [], [], None, None
     for iteration in range(1, settings.n_iterations + 1):
         t_it = time.perf_counter()
-        max_r = max(math.hypot(cy - geom.bc_y_px, cz - geom.bc_z_px)
-                    for cy in (0, geom.n_pixels_y - 1) for cz in (0, geom.n_pixels_z - 1)) * geom.px_um
+        max_r = default_rho_d_um(geom.bc_y_px, geom.bc_z_px, geom.n_pixels_y, geom.n_pixels_z, geom.px_um)
         on = np.flatnonzero((geom.lsd_um * np.tan(tth_all) < max_r) & (tth_all > 0))
         if on.size < 2:
             raise CalibrationError(f"fewer than two rings fall on the detector at Lsd {geom.lsd_um:.0f} µm "

@@ -114,7 +114,8 @@ def config_from_params(pf: ParameterFile, base: SimulationConfig | None = None, 
         sentinels["gap_value"] = pf.get("GapIntensity")
     if pf.has("BadPxIntensity"):
         sentinels["bad_pixel_value"] = pf.get("BadPxIntensity")
-    response = replace(response, **sentinels, **(response_changes or {}))
+    # a flag given on the command line wins over the file's sentinel of the same field
+    response = replace(response, **{**sentinels, **(response_changes or {})})
     fields = dict(geometry=geometry, material=material, panels=panels, response=response)
     if pf.has("FixPanelID"):
         fields["fix_panel_id"] = pf.get("FixPanelID")

@@ -404,7 +404,7 @@ def test_hdf5_errors(tmp_path):
     with h5py.File(path2, "w") as handle:
         handle["detector/frames"] = np.zeros((2, 80, 90), dtype=np.uint16)
         handle["detector/flat"] = np.zeros((80, 90), dtype=np.float32)
-    with pytest.raises(ImageReadError, match="several image-like datasets.*give data_loc"):
+    with pytest.raises(ImageReadError, match="several image-like datasets.*give it with -dataLoc"):
         io.read_frames(path2)
     (tmp_path / "bad.h5").write_bytes(b"not hdf5 at all")
     with pytest.raises(ImageReadError, match="bad.h5: not a readable HDF5 file"):

@@ -314,3 +314,12 @@ def test_closed_pipe_is_not_a_traceback(sim, tmp_path):
     proc = subprocess.run(f"{sys.executable} -m midas_ref rings -paramFN {params} | head -1",
                           shell=True, capture_output=True, text=True, check=False)
     assert proc.stdout.startswith("# space group 225") and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_negative_tolerance_is_refused(sim, tmp_path, capsys):
+    params = tmp_path / "p.txt"
+    params.write_text(sim.params.read_text() + "tolBC -1\n")
+    assert main(["calibrate", "-dataFN", str(sim.image), "-paramFN", str(params), "--out-dir",
+                 str(tmp_path / "cal")]) == 2
+    one_error_line(capsys, "calibrate", "tolBC", "line", ">= 0")
+    assert not (tmp_path / "cal").exists()

@@ -14,7 +14,7 @@ import pytest
 panel_refine = pytest.importorskip("midas_ref.panel_refine")
 
 from midas_ref.panels import Panels  # noqa: E402
-from midas_ref.params import PanelShift  # noqa: E402
+from midas_ref.detector import PanelShift  # noqa: E402
 from midas_ref.rings import ring_table  # noqa: E402
 from simulate import scenario, simulate  # noqa: E402
 
