@@ -32,7 +32,8 @@ from .params import (ParameterFile, geometry_from_params, panel_layout_from_para
 from .rings import Ring, d_min_from_radius, ring_table
 
 __all__ = ["CalibrationInputs", "calibration_inputs", "PanelInputs", "panel_inputs", "panel_settings_from_params",
-           "check_panel_layout_fits", "panel_shifts_locations",
+           "check_panel_layout_fits", "panel_shifts_locations", "panel_layout_or_error", "CalibrationPanelJob",
+           "calibration_panel_job",
            "tolerances_from_params", "calibrant_rings", "data_files", "load_series", "SeriesImage",
            "CALIBRATION_RING_REACH", "PANEL_RING_REACH"]
 
@@ -411,6 +412,58 @@ def check_panel_layout_fits(layout: PanelLayout, shape: tuple[int, int], source:
             raise ParameterFileError(f"the panel layout does not fit the image: NPanels{axis} {n} × PanelSize{axis} "
                                      f"{size}{gap_text} = {total} px, but the image has {pixels} px along {axis} "
                                      f"(NrPixels{axis})", source, key=f"PanelSize{axis}")
+
+
+def panel_layout_or_error(param_path, pf: ParameterFile | None = None) -> PanelLayout:
+    """The panel layout ``calibrate --panels`` needs (read from the parameter file before the image)."""
+    if not param_path:
+        raise ParameterFileError("--panels needs -paramFN with the panel layout (NPanelsY/Z, PanelSizeY/Z, …)")
+    pf = pf if pf is not None else read_parameter_file(param_path)
+    layout = panel_layout_from_params(pf)
+    if layout is None:
+        raise ParameterFileError("--panels: the parameter file has no panel layout (NPanelsY, NPanelsZ > 0)",
+                                 pf.path)
+    return layout
+
+
+@dataclass(frozen=True)
+class CalibrationPanelJob:
+    """The panel refinement of ``calibrate --panels`` (:func:`calibration_panel_job`).
+
+    Attributes
+    ----------
+    params : ParameterFile
+        The parameter file with EtaBinSize (the calibration's when absent) and Folder (the image's) set.
+    layout : PanelLayout
+    settings : midas_ref.panel_refine.PanelSettings
+    shifts_path : Path
+        ``PanelShiftsFile`` (its name) under the output folder.
+    start : midas_ref.panels.Panels
+        Start corrections: the shifts file of an earlier run in the output folder, else zero.
+    """
+
+    params: ParameterFile
+    layout: PanelLayout
+    settings: object
+    shifts_path: Path
+    start: object
+
+
+def calibration_panel_job(inputs: CalibrationInputs, out_dir: str | os.PathLike,
+                          optimizer: str = "least-squares") -> CalibrationPanelJob:
+    """Set up ``calibrate --panels`` before the calibration runs: layout (it must tile the image), settings,
+    start corrections and where the shifts go."""
+    from .panels import Panels, read_panel_shifts
+
+    pf = inputs.params
+    layout = panel_layout_or_error(pf.path, pf)
+    check_panel_layout_fits(layout, inputs.image.shape, pf.path)
+    if not pf.has("EtaBinSize"):
+        pf = pf.set("EtaBinSize", inputs.settings.eta_bin_deg)
+    pf = pf.with_values(Folder=str(inputs.data_path.parent.resolve()))
+    shifts_path = Path(out_dir) / Path(pf.get("PanelShiftsFile", None) or "panelshifts.txt").name
+    start = read_panel_shifts(shifts_path, layout) if shifts_path.exists() else Panels.from_shifts(layout)
+    return CalibrationPanelJob(pf, layout, panel_settings_from_params(pf, optimizer), shifts_path, start)
 
 
 def panel_shifts_locations(pf: ParameterFile, out_dir: str | os.PathLike | None) -> tuple[Path, Path]:

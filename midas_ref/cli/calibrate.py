@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ParameterFileError
 from . import job_console
 
 #: (legacy flag, kebab flag, argparse keyword arguments)
@@ -103,6 +102,7 @@ def inputs_from_args(args, say=lambda message: None):
 def run(args) -> int:
     from .. import autocal, outputs
     from ..atomic import OutputSet, check_output_dir, check_output_file
+    from ..inputs import calibration_panel_job, panel_layout_or_error
 
     say = job_console(args.nthreads, args.quiet)
     t_start = time.perf_counter()
@@ -112,9 +112,9 @@ def run(args) -> int:
         hdf = Path(args.save_plots_hdf)
         check_output_file(hdf if hdf.is_absolute() else out / hdf, "-SavePlotsHDF")
     if args.panels:
-        _panel_layout(args)
+        panel_layout_or_error(args.param_fn)
     inputs = inputs_from_args(args, say)
-    panel_job = _panel_job(args, inputs, out) if args.panels else None
+    panel_job = calibration_panel_job(inputs, out, args.optimizer) if args.panels else None
     stem = inputs.data_path.name
     replaces = (*outputs.CALIBRATION_SET_NAMES, f"{stem}.corr.csv")
     with OutputSet(out, "midas-ref-calibrate", replaces=replaces) as outset, \
@@ -160,50 +160,19 @@ def run(args) -> int:
     return 0
 
 
-def _panel_layout(args, pf=None):
-    """The panel layout ``--panels`` needs, from the parameter file (read before the image)."""
-    from ..params import panel_layout_from_params, read_parameter_file
-
-    if not args.param_fn:
-        raise ParameterFileError("--panels needs -paramFN with the panel layout (NPanelsY/Z, PanelSizeY/Z, …)")
-    pf = pf if pf is not None else read_parameter_file(args.param_fn)
-    layout = panel_layout_from_params(pf)
-    if layout is None:
-        raise ParameterFileError("--panels: the parameter file has no panel layout (NPanelsY, NPanelsZ > 0)",
-                                 pf.path)
-    return layout
-
-
-def _panel_job(args, inputs, out: Path):
-    """``--panels``: layout, settings, start corrections and output path, checked before the calibration."""
-    from ..inputs import check_panel_layout_fits, panel_settings_from_params
-    from ..panels import Panels, read_panel_shifts
-
-    pf = inputs.params
-    layout = _panel_layout(args, pf)
-    check_panel_layout_fits(layout, inputs.image.shape, pf.path)
-    if not pf.has("EtaBinSize"):
-        pf = pf.set("EtaBinSize", inputs.settings.eta_bin_deg)
-    settings = panel_settings_from_params(pf, args.optimizer)
-    shifts_path = out / Path(pf.get("PanelShiftsFile", None) or "panelshifts.txt").name
-    start = read_panel_shifts(shifts_path, layout) if shifts_path.exists() else Panels.from_shifts(layout)
-    return pf, layout, settings, shifts_path, start
-
-
 def _refine_panels(job, inputs, result, outset, say) -> str:
     """The panel refinement of ``midas-ref panels`` from the calibrated geometry, into the same output set."""
     from .. import outputs
     from ..panel_refine import refine_panels
 
-    pf, layout, settings, shifts_path, start = job
-    say(f"panel refinement: {layout.n_panels} panels, {settings.n_iterations} iterations")
+    say(f"panel refinement: {job.layout.n_panels} panels, {job.settings.n_iterations} iterations")
 
     def progress(event, info):
         rec = info["record"]
         say(f"  panels iter {rec.iteration}: mean strain {rec.mean_strain * 1e6:.3f} µε ({rec.n_points} points)")
 
-    res = refine_panels(inputs.image, inputs.mask, result.geometry, start, inputs.rings, settings=settings,
+    res = refine_panels(inputs.image, inputs.mask, result.geometry, job.start, inputs.rings, settings=job.settings,
                         progress=progress)
-    outputs.write_panel_outputs(outset, shifts_path, res, pf.with_values(Folder=str(inputs.data_path.parent.resolve())),
-                                stem=inputs.data_path.name, start=result.geometry)
-    return outputs.panel_report_text(res, settings=settings)
+    outputs.write_panel_outputs(outset, job.shifts_path, res, job.params, stem=inputs.data_path.name,
+                                start=result.geometry)
+    return outputs.panel_report_text(res, settings=job.settings)
