@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -30,6 +30,12 @@ from .errors import ImageReadError, ParameterFileError
 from .params import (ParameterFile, geometry_from_params, panel_layout_from_params, params_from_zip,
                      parse_parameter_text, read_parameter_file)
 from .rings import Ring, d_min_from_radius, ring_table
+
+if TYPE_CHECKING:  # for the annotations only: importing these loads numba and the image readers
+    from .autocal import CalibrationSettings
+    from .io import LoadedImage
+    from .panel_refine import PanelSettings
+    from .panels import Panels
 
 __all__ = ["CalibrationInputs", "calibration_inputs", "PanelInputs", "panel_inputs", "panel_settings_from_params",
            "check_panel_layout_fits", "panel_shifts_locations", "panel_layout_or_error", "CalibrationPanelJob",
@@ -227,10 +233,10 @@ class CalibrationInputs:
     """
 
     data_path: Path
-    loaded: object
+    loaded: LoadedImage
     base: Geometry
     rings: tuple[Ring, ...]
-    settings: object
+    settings: CalibrationSettings
     params: ParameterFile
     wavelength_angstrom: float
     space_group: int
@@ -444,9 +450,9 @@ class CalibrationPanelJob:
 
     params: ParameterFile
     layout: PanelLayout
-    settings: object
+    settings: PanelSettings
     shifts_path: Path
-    start: object
+    start: Panels
 
 
 def calibration_panel_job(inputs: CalibrationInputs, out_dir: str | os.PathLike,
@@ -510,13 +516,13 @@ class PanelInputs:
     params: ParameterFile
     geometry: Geometry
     layout: PanelLayout
-    panels: object
+    panels: Panels
     start_shifts_path: Path | None
     shifts_path: Path
     series: SeriesImage
     rings: tuple[Ring, ...]
     doublet_rings: tuple[Ring, ...]
-    settings: object
+    settings: PanelSettings
 
 
 def panel_inputs(pf: ParameterFile, *, optimizer: str = "least-squares",
