@@ -175,7 +175,10 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("PanelGapsY", int, None, description="NPanelsY − 1 gaps between panels along Y, pixels (absent: 0)"),
     _k("PanelGapsZ", int, None, description="NPanelsZ − 1 gaps between panels along Z, pixels (absent: 0)"),
     _k("PanelShiftsFile", str, description="Per-panel corrections file (ID dY dZ dTheta dLsd dP2)"),
-    _k("FixPanelID", int, 1, 0, "Panel held fixed"),
+    _k("FixPanelID", int, 1, 0, "Panel held fixed (PanelGauge fixed)"),
+    _k("PanelGauge", str, 1, "average", "Gauge of the panel corrections: average = the global geometry is the "
+       "average detector (zero mean shift, dilation and rotation of the panels); fixed = FixPanelID holds "
+       "still (legacy)"),
     _k("PerPanelLsd", int, 1, 0, "1 = refine a per-panel Lsd offset"),
     _k("PerPanelDistortion", int, 1, 0, "1 = refine a per-panel p2 offset"),
     # --- integration keys of refined_MIDAS_params.txt (read by downstream integrators)

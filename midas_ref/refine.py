@@ -33,7 +33,12 @@ from .geometry import SERIAL_BELOW, kernel_vector, pixel_to_r_eta
 from .kernel_layout import PT_COS, PT_DLSD, PT_DP2, PT_DY, PT_DZ, PT_SIN
 from .panels import Panels, kernel_tables, point_panel_ids
 
-__all__ = ["Tolerances", "PanelFreedom", "FitResult", "point_strain", "fit_geometry", "FREE_DEFAULT"]
+__all__ = ["Tolerances", "PanelFreedom", "FitResult", "point_strain", "fit_geometry", "gauge_coefficients",
+           "gauge_values", "FREE_DEFAULT", "PANEL_GAUGES"]
+
+#: ``PanelGauge`` values: ``average`` (the global geometry is the average detector) or ``fixed``
+#: (``FixPanelID`` holds still, the legacy gauge).
+PANEL_GAUGES = ("average", "fixed")
 
 #: Geometry fields refined by default (tx is fixed, as in the legacy programs).
 FREE_DEFAULT = ("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg", "p0", "p1", "p2", "p3_deg")
@@ -65,8 +70,13 @@ class PanelFreedom:
     Attributes
     ----------
     fix_panel_id : int
-        ``FixPanelID``: the anchor panel, none of whose corrections are refined (a common shift or rotation
-        of every panel is the beam centre / tilt; one panel must hold still to break that degeneracy).
+        ``FixPanelID``: in the ``fixed`` gauge the anchor panel, none of whose corrections are refined (a
+        common shift of every panel is the beam centre; one panel holds still to break that degeneracy).
+    gauge : {"average", "fixed"}
+        ``PanelGauge`` (docs/geometry.md §6.2). ``average``: every panel with enough points is refined and the
+        corrections are constrained to zero mean shift, zero net radial dilation and zero net rotation about
+        the beam (tangential projection), and zero mean dθ when rotations are refined — the global Lsd, BC
+        and tilts are those of the average detector. ``fixed``: the legacy ``FixPanelID`` gauge.
     shifts_px : float
         ``tolShifts``, pixels, for dY and dZ; 0 = no shift variables.
     rotation_deg : float
@@ -85,6 +95,11 @@ class PanelFreedom:
     lsd_um: float = 0.0
     p2: float = 0.0
     min_points: int = 1
+    gauge: str = "average"
+
+    def __post_init__(self):
+        if self.gauge not in PANEL_GAUGES:
+            raise CalibrationError(f"PanelGauge must be one of {', '.join(PANEL_GAUGES)}, got {self.gauge!r}")
 
     def kinds(self):
         """``(PanelShift field, half-width)`` of every refined correction kind, in legacy vector order."""
@@ -154,6 +169,70 @@ PANEL_PRIOR_STRAIN = 1e-6
 _TABLE_COLUMN = {"dy_px": PT_DY, "dz_px": PT_DZ, "dlsd_um": PT_DLSD, "dp2": PT_DP2}
 
 
+#: Weight of the average-gauge constraint rows: a violation of v px costs as much as every point being off
+#: by ``GAUGE_WEIGHT``·v px (1e-4 px ↔ 1 px per point), far above any pull of the data (docs/geometry.md §6.2).
+GAUGE_WEIGHT = 1e4
+
+
+def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, rotations: bool) -> dict:
+    """Linear forms of the average gauge (docs/geometry.md §6.2) over the refined panels.
+
+    Parameters
+    ----------
+    layout : PanelLayout
+    refined : array_like of int
+        Ids of the panels whose corrections are constrained (the refined ones).
+    bc_y_px, bc_z_px : float
+        Beam centre the panel-centre directions are taken from, pixels.
+    rotations : bool
+        Include the mean dθ.
+
+    Returns
+    -------
+    dict
+        ``name → (coef_dy, coef_dz, coef_dtheta)``, each an ndarray over ``refined``; the value of a form is
+        ``Σ coef_dy·dY + coef_dz·dZ + coef_dtheta·dθ_deg`` in pixels: ``mean_dy_px``, ``mean_dz_px``,
+        ``dilation_px`` (least-squares scale factor of the shifts along the panel-centre directions,
+        ``Σ r·(û·d) / Σ r²``, times the rms panel radius), ``rotation_px`` (the same with the tangential
+        direction ``ẑ × û``: the assembly's rotation about the beam), ``mean_dtheta_px`` (mean dθ times the
+        rms panel radius).
+    """
+    from .panels import panel_bounds
+
+    refined = np.asarray(refined, dtype=np.int64)
+    b = panel_bounds(layout)[refined].astype(np.float64)
+    vy = 0.5 * (b[:, 0] + b[:, 1]) - bc_y_px
+    vz = 0.5 * (b[:, 2] + b[:, 3]) - bc_z_px
+    n = max(refined.size, 1)
+    r2 = vy ** 2 + vz ** 2
+    r_rms = math.sqrt(float(r2.mean())) if refined.size else 0.0
+    norm = r_rms / max(float(r2.sum()), 1e-300)
+    zero = np.zeros(refined.size)
+    forms = {"mean_dy_px": (np.full(refined.size, 1.0 / n), zero, zero),
+             "mean_dz_px": (zero, np.full(refined.size, 1.0 / n), zero),
+             # r·û = (vy, vz); r·(ẑ × û) = (−vz, vy)
+             "dilation_px": (vy * norm, vz * norm, zero),
+             "rotation_px": (-vz * norm, vy * norm, zero)}
+    if rotations:
+        forms["mean_dtheta_px"] = (zero, zero, np.full(refined.size, math.radians(r_rms) / n))
+    return forms
+
+
+def gauge_values(panels: Panels, geometry: Geometry, refined=None, rotations: bool | None = None) -> dict:
+    """Values of the average-gauge forms (:func:`gauge_coefficients`) of a result, pixels.
+
+    ``refined`` defaults to every panel; ``rotations`` to whether any panel has a dθ.
+    """
+    refined = np.arange(panels.layout.n_panels) if refined is None else np.asarray(refined)
+    dy = np.array([panels.shifts[p].dy_px for p in refined])
+    dz = np.array([panels.shifts[p].dz_px for p in refined])
+    dt = np.array([panels.shifts[p].dtheta_deg for p in refined])
+    if rotations is None:
+        rotations = bool(np.any(dt != 0))
+    forms = gauge_coefficients(panels.layout, refined, geometry.bc_y_px, geometry.bc_z_px, rotations)
+    return {name: float(a @ dy + b @ dz + c @ dt) for name, (a, b, c) in forms.items()}
+
+
 class _Model:
     """Parameter vector ↔ (geometry, panel table), and the weighted strain residuals of the points."""
 
@@ -188,7 +267,8 @@ class _Model:
         if self.kinds:
             counts = np.bincount(self.point_panel[self.point_panel >= 0], minlength=panels.layout.n_panels)
             self.refined = np.array([p for p in range(panels.layout.n_panels)
-                                     if p != freedom.fix_panel_id and counts[p] >= max(freedom.min_points, 1)],
+                                     if (freedom.gauge == "average" or p != freedom.fix_panel_id)
+                                     and counts[p] >= max(freedom.min_points, 1)],
                                     dtype=np.int64)
         else:
             self.refined = np.zeros(0, np.int64)
@@ -225,6 +305,45 @@ class _Model:
         slot = np.full(max(panels.layout.n_panels if panels is not None else 0, 1), -1, np.int64)
         slot[self.refined] = np.arange(self.refined.size)
         self.point_slot = np.where(self.point_panel >= 0, slot[np.maximum(self.point_panel, 0)], -1)
+        # average gauge (docs/geometry.md §6.2): strong linear constraint rows on the panel corrections; their
+        # panel-centre directions follow the current beam centre
+        kind_names = [kind for kind, _ in self.kinds]
+        self.gauge = (self.prior_scale is not None and freedom.gauge == "average"
+                      and ("dy_px" in kind_names or "dtheta_deg" in kind_names))
+        self.n_gauge = 0
+        if self.gauge:
+            self.kind_slot = {kind: k for k, kind in enumerate(kind_names)}
+            self.i_bc = tuple(free.index(name) if name in free else -1 for name in ("bc_y_px", "bc_z_px"))
+            r_px = np.hypot(y - start.bc_y_px, z - start.bc_z_px)
+            r_typ = max(float(np.median(r_px)), 1.0)
+            # a violation of v px costs as much as every point off by GAUGE_WEIGHT·v px (strain v/r_typ)
+            self.gauge_scale = GAUGE_WEIGHT * float(np.sqrt(np.sum(sqrt_w ** 2))) / r_typ
+            self.n_gauge = len(self.gauge_forms(self.x0))
+
+    # -- average gauge --------------------------------------------------------------------------------
+    def gauge_forms(self, x) -> dict:
+        """The gauge forms at the beam centre of ``x`` restricted to the refined kinds."""
+        bc = [x[i] if i >= 0 else getattr(self.start, name)
+              for i, name in zip(self.i_bc, ("bc_y_px", "bc_z_px"))]
+        forms = gauge_coefficients(self.panels.layout, self.refined, bc[0], bc[1], "dtheta_deg" in self.kind_slot)
+        if "dy_px" not in self.kind_slot:
+            forms = {k: v for k, v in forms.items() if k == "mean_dtheta_px"}
+        return forms
+
+    def gauge_matrix(self, x) -> np.ndarray:
+        """Rows (forms × parameters) of the gauge forms in pixels."""
+        forms = self.gauge_forms(x)
+        n = self.refined.size
+        mat = np.zeros((len(forms), x.size))
+        for i, coefs in enumerate(forms.values()):
+            for kind, coef in zip(("dy_px", "dz_px", "dtheta_deg"), coefs):
+                if kind in self.kind_slot:
+                    first = self.n_global + self.kind_slot[kind] * n
+                    mat[i, first:first + n] = coef
+        return mat
+
+    def gauge_residuals(self, x) -> np.ndarray:
+        return self.gauge_matrix(x) @ x
 
     # -- vector → model -------------------------------------------------------------------------------
     def geometry_of(self, x) -> Geometry:
@@ -272,14 +391,23 @@ class _Model:
         res = np.where(np.isfinite(s), self.sqrt_w * s, 1.0)
         if self.prior_scale is None:
             return res
-        return np.concatenate([res, self.prior_scale * (x[self.n_global:] - self.centre[self.n_global:])])
+        parts = [res, self.prior_scale * (x[self.n_global:] - self.centre[self.n_global:])]
+        if self.n_gauge:
+            parts.append(self.gauge_scale * self.gauge_residuals(x))
+        return np.concatenate(parts)
 
     def jacobian(self, x) -> np.ndarray:
         """Central-difference Jacobian of :meth:`residuals`, one grouped perturbation per panel kind."""
         m = x.size
-        jac = np.zeros((self.y.size + m - self.n_global if self.prior_scale is not None else self.y.size, m))
+        n_rows = self.y.size + (m - self.n_global + self.n_gauge if self.prior_scale is not None else 0)
+        jac = np.zeros((n_rows, m))
         if self.prior_scale is not None:
             jac[self.y.size + np.arange(m - self.n_global), np.arange(self.n_global, m)] = self.prior_scale
+        g0 = n_rows - self.n_gauge
+        if self.n_gauge:
+            # exact in the panel corrections; the beam-centre columns (the directions û) by the differences below
+            jac[g0:] = self.gauge_scale * self.gauge_matrix(x)
+            jac[g0:, :self.n_global] = 0.0
 
         def diff(delta):
             xp = np.clip(x + delta, self.lo, self.hi)
@@ -292,6 +420,8 @@ class _Model:
             delta[j] = self.steps[j]
             d, h = diff(delta)
             jac[:self.y.size, j] = d[:self.y.size] / h[j] if h[j] > 0 else 0.0
+            if self.n_gauge and j in self.i_bc and h[j] > 0:
+                jac[g0:, j] = d[g0:] / h[j]
         n = self.refined.size
         rows = np.flatnonzero(self.point_slot >= 0)
         for k in range(len(self.kinds)):
@@ -386,9 +516,15 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
 
         best = [math.inf, x0.copy()]
 
+        # average gauge: exact L1 penalty on the gauge forms, as strong as the least-squares rows
+        gauge_l1 = GAUGE_WEIGHT * float(np.sum(w)) / max(float(np.median(np.hypot(y - start.bc_y_px,
+                                                                                     z - start.bc_z_px))), 1.0)
+
         def objective(x, grad):
             s = model.strains(x)
             value = float(np.sum(np.where(np.isfinite(s), w * np.abs(s), 1.0)))
+            if model.n_gauge:
+                value += gauge_l1 * float(np.sum(np.abs(model.gauge_residuals(x))))
             if value < best[0]:
                 best[0], best[1] = value, x.copy()
             return value
@@ -421,10 +557,14 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
 
 def _std_errors(model: _Model, x) -> dict:
     """Standard errors from the data alone: ``s²·(JᵀJ)⁻¹`` with the Jacobian of the point residuals (the weak
-    prior left out, so a direction the rings cannot see gets an infinite error instead of the prior's width)."""
+    prior left out, so a direction the rings cannot see gets an infinite error instead of the prior's width).
+
+    In the average gauge the covariance is that of the constrained problem: ``N (Nᵀ JᵀJ N)⁻¹ Nᵀ`` with ``N`` a
+    basis of the directions the gauge forms leave free (a common shift of the panels and the beam centre,
+    undetermined together, is determined once the mean shift is held at zero)."""
     n = model.y.size
     res = model.residuals(x)[:n]
-    dof = n - x.size
+    dof = n - x.size + model.n_gauge
     if dof <= 0:
         return {}
     jac = model.jacobian(x)[:n]
@@ -432,10 +572,18 @@ def _std_errors(model: _Model, x) -> dict:
     # scale columns to unit norm so the eigenvalue cut compares like with like
     norm = np.sqrt(np.sum(jac * jac, axis=0))
     norm[norm == 0] = 1.0
-    lam, vec = np.linalg.eigh((jac / norm).T @ (jac / norm))
+    basis = np.eye(x.size)
+    if model.n_gauge:
+        a = model.gauge_matrix(x) / norm
+        _, sv, vt = np.linalg.svd(a)
+        rank = int(np.sum(sv > sv.max() * 1e-12))
+        basis = vt[rank:].T
+    js = (jac / norm) @ basis
+    lam, vec = np.linalg.eigh(js.T @ js)
     null = lam <= max(lam.max(), 0.0) * 1e-12
     weights = np.zeros_like(lam)
     np.divide(1.0, lam, out=weights, where=~null)
+    vec = basis @ vec
     var = (vec ** 2 @ weights) * s2 / norm ** 2
     # a parameter with any share in an undetermined direction has no finite error
     var[(vec[:, null] ** 2).sum(axis=1) > 1e-12] = np.inf
