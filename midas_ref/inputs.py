@@ -368,7 +368,8 @@ def panel_settings_from_params(pf: ParameterFile, optimizer: str = "least-square
 
     ``nIterations`` absent means up to 5 cycles (its key-table default) instead of the legacy single pass,
     which re-used peaks extracted in the uncorrected frame; ``PanelGauge`` absent means ``average``
-    (docs/geometry.md §6.2; ``fixed`` is the legacy FixPanelID gauge); ``Width`` (the legacy ring half-window,
+    (docs/geometry.md §6.2; ``fixed`` is the legacy FixPanelID gauge, and the only one the Nelder–Mead
+    optimiser supports: absent with it means ``fixed``); ``Width`` (the legacy ring half-window,
     µm; the orchestrator writes 1000, far too wide for a fit) is capped at 12 px.
     """
     from .panel_refine import PanelSettings
@@ -377,11 +378,17 @@ def panel_settings_from_params(pf: ParameterFile, optimizer: str = "least-square
     from .refine import PANEL_GAUGES
 
     px = float(pf.get("px"))
-    gauge = str(pf.get("PanelGauge")).strip().lower()
+    if pf.has("PanelGauge"):
+        gauge = str(pf.get("PanelGauge")).strip().lower()
+    else:  # the legacy optimiser keeps the legacy gauge
+        gauge = "fixed" if optimizer == "nelder-mead" else "average"
     if gauge not in PANEL_GAUGES:
         raise ParameterFileError(f"PanelGauge must be 'average' (the global geometry is the average detector) or "
                                  f"'fixed' (FixPanelID holds still), got {pf.get('PanelGauge')!r}", pf.path,
                                  key="PanelGauge")
+    if gauge == "average" and optimizer == "nelder-mead":
+        raise ParameterFileError("PanelGauge average needs the least-squares optimiser; the legacy Nelder–Mead "
+                                 "keeps the fixed gauge (PanelGauge fixed, FixPanelID)", pf.path, key="PanelGauge")
     freedom = PanelFreedom(fix_panel_id=int(pf.get("FixPanelID")), shifts_px=float(pf.get("tolShifts")), gauge=gauge,
                            rotation_deg=float(pf.get("tolRotation")),
                            lsd_um=float(pf.get("tolLsdPanel")) if pf.get("PerPanelLsd") else 0.0,
