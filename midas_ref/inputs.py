@@ -383,11 +383,11 @@ def panel_settings_from_params(pf: ParameterFile, optimizer: str = "least-square
     else:  # the legacy optimiser keeps the legacy gauge
         gauge = "fixed" if optimizer == "nelder-mead" else "average"
     if gauge not in PANEL_GAUGES:
-        raise ParameterFileError(f"PanelGauge must be 'average' (the global geometry is the average detector) or "
-                                 f"'fixed' (FixPanelID holds still), got {pf.get('PanelGauge')!r}", pf.path,
+        raise ParameterFileError(f"PanelGauge must be 'average' (the global geometry is the average detector), "
+                                 f"'mean' (zero mean panel shift only) or 'fixed' (FixPanelID holds still), got {pf.get('PanelGauge')!r}", pf.path,
                                  key="PanelGauge")
-    if gauge == "average" and optimizer == "nelder-mead":
-        raise ParameterFileError("PanelGauge average needs the least-squares optimiser; the legacy Nelder–Mead "
+    if gauge != "fixed" and optimizer == "nelder-mead":
+        raise ParameterFileError(f"PanelGauge {gauge} needs the least-squares optimiser; the legacy Nelder–Mead "
                                  "keeps the fixed gauge (PanelGauge fixed, FixPanelID)", pf.path, key="PanelGauge")
     freedom = PanelFreedom(fix_panel_id=int(pf.get("FixPanelID")), shifts_px=float(pf.get("tolShifts")), gauge=gauge,
                            rotation_deg=float(pf.get("tolRotation")),

@@ -376,9 +376,11 @@ def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> st
                                result.panels)
     gauge = getattr(result, "gauge", "average")
     fixed = settings.freedom.fix_panel_id if settings is not None and gauge == "fixed" else -1
-    out.write(f"\nPanelGauge {gauge}: " + ("the global geometry is the average detector (panel corrections with "
-              "zero mean shift, dilation and rotation)\n" if gauge == "average"
-              else f"panel {fixed} holds still (FixPanelID)\n"))
+    out.write(f"\nPanelGauge {gauge}: " + {
+        "average": "the global geometry is the average detector (panel corrections with zero mean shift, net "
+                   "dilation and net rotation)\n",
+        "mean": "panel corrections with zero mean shift (the global BC is that of the average panel)\n"}.get(
+            gauge, f"panel {fixed} holds still (FixPanelID)\n"))
     out.write("\nPanels  (σ: standard error from the data; inf = not determined by the rings)\n"
               "    ID  npts  mean|ε|(µε)        dY ± σ (px)          dZ ± σ (px)       dTheta ± σ (deg)"
               "    dLsd (µm)      dP2\n")

@@ -101,7 +101,7 @@ class PanelSettings:
             raise CalibrationError(f"EtaBinSize must be > 0, got {self.eta_bin_deg}")
         if self.outlier_iterations < 1:
             raise CalibrationError(f"OutlierIterations must be >= 1, got {self.outlier_iterations}")
-        if self.optimizer == "nelder-mead" and self.freedom.gauge == "average":
+        if self.optimizer == "nelder-mead" and self.freedom.gauge != "fixed":
             raise CalibrationError("the legacy Nelder–Mead optimiser keeps the fixed panel gauge: use PanelGauge "
                                    "fixed (FixPanelID) with it, or the least-squares optimiser")
 

@@ -177,8 +177,8 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("PanelShiftsFile", str, description="Per-panel corrections file (ID dY dZ dTheta dLsd dP2)"),
     _k("FixPanelID", int, 1, 0, "Panel held fixed (PanelGauge fixed)"),
     _k("PanelGauge", str, 1, "average", "Gauge of the panel corrections: average = the global geometry is the "
-       "average detector (zero mean shift, dilation and rotation of the panels); fixed = FixPanelID holds "
-       "still (legacy)"),
+       "average detector (zero mean shift, net dilation and net rotation of the panels); mean = zero mean shift "
+       "only (the exact gauge: same fit as fixed); fixed = FixPanelID holds still (legacy)"),
     _k("PerPanelLsd", int, 1, 0, "1 = refine a per-panel Lsd offset"),
     _k("PerPanelDistortion", int, 1, 0, "1 = refine a per-panel p2 offset"),
     # --- integration keys of refined_MIDAS_params.txt (read by downstream integrators)

@@ -36,9 +36,10 @@ from .panels import Panels, kernel_tables, point_panel_ids
 __all__ = ["Tolerances", "PanelFreedom", "FitResult", "point_strain", "fit_geometry", "gauge_coefficients",
            "gauge_values", "FREE_DEFAULT", "PANEL_GAUGES"]
 
-#: ``PanelGauge`` values: ``average`` (the global geometry is the average detector) or ``fixed``
-#: (``FixPanelID`` holds still, the legacy gauge).
-PANEL_GAUGES = ("average", "fixed")
+#: ``PanelGauge`` values (docs/geometry.md §6.2): ``average`` (the global geometry is the average detector: zero
+#: mean shift, net dilation and net rotation of the panels), ``mean`` (only the exact gauge: zero mean shift —
+#: the same fit as ``fixed``, re-expressed) or ``fixed`` (``FixPanelID`` holds still, the legacy gauge).
+PANEL_GAUGES = ("average", "mean", "fixed")
 
 #: Geometry fields refined by default (tx is fixed, as in the legacy programs).
 FREE_DEFAULT = ("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg", "p0", "p1", "p2", "p3_deg")
@@ -72,11 +73,14 @@ class PanelFreedom:
     fix_panel_id : int
         ``FixPanelID``: in the ``fixed`` gauge the anchor panel, none of whose corrections are refined (a
         common shift of every panel is the beam centre; one panel holds still to break that degeneracy).
-    gauge : {"average", "fixed"}
+    gauge : {"average", "mean", "fixed"}
         ``PanelGauge`` (docs/geometry.md §6.2). ``average``: every panel with enough points is refined and the
         corrections are constrained to zero mean shift, zero net radial dilation and zero net rotation about
         the beam (tangential projection), and zero mean dθ when rotations are refined — the global Lsd, BC
-        and tilts are those of the average detector. ``fixed``: the legacy ``FixPanelID`` gauge.
+        and tilts are those of the average detector. The dilation and the shift-only rotation are *not* exact
+        symmetries of the data (the rings see them across each panel), so this costs strain. ``mean``: only
+        the exact gauge (zero mean shift, mean dθ, mean dLsd, mean dP2): the fit of ``fixed``, re-expressed.
+        ``fixed``: the legacy ``FixPanelID`` gauge.
     shifts_px : float
         ``tolShifts``, pixels, for dY and dZ; 0 = no shift variables.
     rotation_deg : float
@@ -175,7 +179,7 @@ GAUGE_WEIGHT = 1e4
 
 
 def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("dy_px", "dz_px"),
-                       lsd_um: float = 1.0) -> dict:
+                       lsd_um: float = 1.0, gauge: str = "average") -> dict:
     """Linear forms of the average gauge (docs/geometry.md §6.2) over the refined panels.
 
     Parameters
@@ -189,6 +193,8 @@ def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("
         Refined correction kinds (``PanelShift`` field names).
     lsd_um : float
         Global Lsd, µm (scales the mean dLsd to pixels).
+    gauge : {"average", "mean"}
+        ``mean`` leaves out ``dilation_px`` and ``rotation_px``.
 
     Returns
     -------
@@ -226,9 +232,10 @@ def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("
         else:
             forms["mean_radial_y_px"] = {"dy_px": uy * uy / n, "dz_px": uy * uz / n}
             forms["mean_radial_z_px"] = {"dy_px": uz * uy / n, "dz_px": uz * uz / n}
-        # r·û = (vy, vz); r·(ẑ × û) = (−vz, vy)
-        forms["dilation_px"] = {"dy_px": vy * norm, "dz_px": vz * norm}
-        forms["rotation_px"] = {"dy_px": -vz * norm, "dz_px": vy * norm}
+        if gauge == "average":
+            # r·û = (vy, vz); r·(ẑ × û) = (−vz, vy)
+            forms["dilation_px"] = {"dy_px": vy * norm, "dz_px": vz * norm}
+            forms["rotation_px"] = {"dy_px": -vz * norm, "dz_px": vy * norm}
     if "dtheta_deg" in kinds:
         forms["mean_dtheta_px"] = {"dtheta_deg": np.full(refined.size, math.radians(r_rms) / n)}
     if "dlsd_um" in kinds:
@@ -238,7 +245,7 @@ def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("
     return forms
 
 
-def gauge_values(panels: Panels, geometry: Geometry, refined=None, kinds=None) -> dict:
+def gauge_values(panels: Panels, geometry: Geometry, refined=None, kinds=None, gauge: str = "average") -> dict:
     """Values of the average-gauge forms (:func:`gauge_coefficients`) of a result, pixels.
 
     ``refined`` defaults to every panel; ``kinds`` to dY, dZ plus every other kind some panel has non-zero.
@@ -248,7 +255,8 @@ def gauge_values(panels: Panels, geometry: Geometry, refined=None, kinds=None) -
               for kind in ("dy_px", "dz_px", "dtheta_deg", "dlsd_um", "dp2")}
     if kinds is None:
         kinds = ("dy_px", "dz_px") + tuple(k for k in ("dtheta_deg", "dlsd_um", "dp2") if np.any(values[k] != 0))
-    forms = gauge_coefficients(panels.layout, refined, geometry.bc_y_px, geometry.bc_z_px, kinds, geometry.lsd_um)
+    forms = gauge_coefficients(panels.layout, refined, geometry.bc_y_px, geometry.bc_z_px, kinds, geometry.lsd_um,
+                               gauge)
     return {name: float(sum(coef @ values[kind] for kind, coef in form.items())) for name, form in forms.items()}
 
 
@@ -286,7 +294,7 @@ class _Model:
         if self.kinds:
             counts = np.bincount(self.point_panel[self.point_panel >= 0], minlength=panels.layout.n_panels)
             self.refined = np.array([p for p in range(panels.layout.n_panels)
-                                     if (freedom.gauge == "average" or p != freedom.fix_panel_id)
+                                     if (freedom.gauge != "fixed" or p != freedom.fix_panel_id)
                                      and counts[p] >= max(freedom.min_points, 1)],
                                     dtype=np.int64)
         else:
@@ -327,10 +335,11 @@ class _Model:
         # average gauge (docs/geometry.md §6.2): strong linear constraint rows on the panel corrections; their
         # panel-centre directions follow the current beam centre
         kind_names = [kind for kind, _ in self.kinds]
-        self.gauge = self.prior_scale is not None and freedom.gauge == "average"
+        self.gauge = self.prior_scale is not None and freedom.gauge != "fixed"
         self.n_gauge = 0
         if self.gauge:
             self.kind_slot = {kind: k for k, kind in enumerate(kind_names)}
+            self.gauge_name = freedom.gauge
             self.i_bc = tuple(free.index(name) if name in free else -1 for name in ("bc_y_px", "bc_z_px"))
             # global columns the gauge rows depend on (the directions û; Lsd scales the mean dLsd)
             self.i_gauge_global = {i for i in self.i_bc if i >= 0} | (
@@ -347,7 +356,8 @@ class _Model:
         bc = [x[i] if i >= 0 else getattr(self.start, name)
               for i, name in zip(self.i_bc, ("bc_y_px", "bc_z_px"))]
         lsd = x[self.free.index("lsd_um")] if "lsd_um" in self.free else self.start.lsd_um
-        return gauge_coefficients(self.panels.layout, self.refined, bc[0], bc[1], tuple(self.kind_slot), lsd)
+        return gauge_coefficients(self.panels.layout, self.refined, bc[0], bc[1], tuple(self.kind_slot), lsd,
+                                  self.gauge_name)
 
     def gauge_matrix(self, x) -> np.ndarray:
         """Rows (forms × parameters) of the gauge forms in pixels."""
@@ -503,7 +513,7 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         raise CalibrationError("panel corrections can only be refined with a panel layout (NPanelsY/Z)")
     if method not in ("least-squares", "nelder-mead"):
         raise CalibrationError(f"unknown optimiser {method!r}; use 'least-squares' or 'nelder-mead'")
-    if method == "nelder-mead" and panel_freedom is not None and panel_freedom.gauge == "average":
+    if method == "nelder-mead" and panel_freedom is not None and panel_freedom.gauge != "fixed":
         # an exact L1 penalty on the gauge forms makes valleys Subplex cannot follow (measured: shifts 0.95 px
         # off on exact points, against 0.08 px in the fixed gauge)
         raise CalibrationError("the legacy Nelder–Mead optimiser keeps the fixed panel gauge: use PanelGauge "
