@@ -162,7 +162,10 @@ class PanelResult:
         tolerance was too tight, or the parameter ran along a direction the rings cannot see. Reported by
         :func:`midas_ref.outputs.panel_report_text` as one WARNING line each.
     gauge : str
-        ``PanelGauge`` of the run (``average`` or ``fixed``).
+        ``PanelGauge`` of the run (``average``, ``mean`` or ``fixed``).
+    gauge_forms : dict
+        ``average``/``mean``: the constrained panels, the gauge's linear forms and their values at the
+        result (:attr:`midas_ref.refine.FitResult.gauge`).
     timings : dict
         Seconds: extraction, fit.
     """
@@ -185,6 +188,7 @@ class PanelResult:
     timings: dict = field(default_factory=dict)
     at_bound: tuple[str, ...] = ()
     gauge: str = "average"
+    gauge_forms: dict = field(default_factory=dict)
 
 
 #: A panel whose dY or dZ standard error is above this (pixels) is reported as poorly constrained.
@@ -353,4 +357,5 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
                       and f"panel {p} {kinds[0][0]}" not in std_errors)
     return PanelResult(rec.geometry, rec.panels, points, tt, strain, outlier, all_rings, len(tuple(rings)),
                        rec.mean_strain, rec.std_strain, rec.iteration, tuple(records), std_errors,
-                       tuple(poorly), unrefined, timings, tuple(fit.at_bound), settings.freedom.gauge)
+                       tuple(poorly), unrefined, timings, tuple(fit.at_bound), settings.freedom.gauge,
+                       dict(fit.gauge))

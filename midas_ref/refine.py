@@ -133,6 +133,9 @@ class FitResult:
     std_errors : dict
         Standard error of every refined parameter (same labels and units; the Cartesian distortion pair as
         ``"p1 cos p3"``, ``"p1 sin p3"``), from the Jacobian at the solution and the residual variance.
+    gauge : dict
+        Average/mean panel gauge only: ``"panels"`` (ids of the constrained panels), ``"forms"`` (the linear
+        forms at the solution, :func:`gauge_coefficients`), ``"values_px"`` (their values, pixels: ≈ 0).
     """
 
     geometry: Geometry
@@ -143,6 +146,7 @@ class FitResult:
     message: str
     at_bound: tuple[str, ...]
     std_errors: dict = field(default_factory=dict)
+    gauge: dict = field(default_factory=dict)
 
 
 def point_strain(y_px, z_px, tan_two_theta, geometry: Geometry, panels: Panels | None = None):
@@ -179,7 +183,7 @@ GAUGE_WEIGHT = 1e4
 
 
 def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("dy_px", "dz_px"),
-                       lsd_um: float = 1.0, gauge: str = "average") -> dict:
+                       lsd_um: float = 1.0, gauge: str = "average", weights=None, info=None) -> dict:
     """Linear forms of the average gauge (docs/geometry.md §6.2) over the refined panels.
 
     Parameters
@@ -195,6 +199,16 @@ def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("
         Global Lsd, µm (scales the mean dLsd to pixels).
     gauge : {"average", "mean"}
         ``mean`` leaves out ``dilation_px`` and ``rotation_px``.
+    weights : array_like, optional
+        Weight of each refined panel in the means and sums (the fits pass its number of ring points, so a
+        panel a few points barely place does not carry its error into the beam centre); default 1.
+    info : ndarray of shape (N, 2, 2), optional
+        Per refined panel, the information the rings carry on its (dY, dZ) (``JᵀJ`` of its points, with its
+        other corrections — dθ, dLsd, dP2 — profiled out by a Schur complement). When given, the shift forms
+        are information-weighted: the mean shift is ``(Σ I_p)⁻¹ Σ I_p d_p`` and the dilation and rotation
+        ``r_rms · Σ r_p eᵀ I_p d_p / Σ r_p² eᵀ I_p e`` (``e = û_p`` or ``ẑ × û_p``) — the least-squares
+        amplitudes of those modes, to which a direction a panel's rings do not see (its tangential placement
+        with rotations free, a panel crossed by one short arc) contributes nothing. This is what the fits use.
 
     Returns
     -------
@@ -218,37 +232,58 @@ def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("
     b = panel_bounds(layout)[refined].astype(np.float64)
     vy = 0.5 * (b[:, 0] + b[:, 1]) - bc_y_px
     vz = 0.5 * (b[:, 2] + b[:, 3]) - bc_z_px
+    w = np.ones(refined.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / max(float(w.mean()), 1e-300) if refined.size else w
     n = max(refined.size, 1)
     r2 = vy ** 2 + vz ** 2
-    r_rms = math.sqrt(float(r2.mean())) if refined.size else 0.0
-    norm = r_rms / max(float(r2.sum()), 1e-300)
+    r_rms = math.sqrt(float(np.mean(w * r2))) if refined.size else 0.0
+    norm = r_rms / max(float(np.sum(w * r2)), 1e-300)
     r = np.sqrt(np.maximum(r2, 1e-300))
     uy, uz = vy / r, vz / r
     forms = {}
-    if "dy_px" in kinds:
+    if "dy_px" in kinds and info is not None:
+        info = np.asarray(info, dtype=np.float64)
+        m_inv = np.linalg.pinv(info.sum(axis=0))
+        a = np.einsum("ij,pjk->pik", m_inv, info)  # (Σ I)⁻¹ I_p
+        forms["mean_dy_px"] = {"dy_px": a[:, 0, 0], "dz_px": a[:, 0, 1]}
+        forms["mean_dz_px"] = {"dy_px": a[:, 1, 0], "dz_px": a[:, 1, 1]}
+        if gauge == "average":
+            r_rms_geo = math.sqrt(float(np.mean(r2)))
+            # with rotations free the rings carry no tangential information (§6.1): the assembly's rotation is
+            # then held by the mean dθ alone
+            modes = (("dilation_px", np.c_[uy, uz]),) + (() if "dtheta_deg" in kinds else
+                                                           (("rotation_px", np.c_[-uz, uy]),))
+            for name, e in modes:
+                ie = np.einsum("pij,pj->pi", info, e)  # I_p e (I symmetric: eᵀ I_p = (I_p e)ᵀ)
+                denom = max(float(np.sum(r2 * np.einsum("pi,pi->p", e, ie))), 1e-300)
+                coef = r_rms_geo * r[:, None] * ie / denom
+                forms[name] = {"dy_px": coef[:, 0], "dz_px": coef[:, 1]}
+    elif "dy_px" in kinds:
         if "dtheta_deg" not in kinds:
-            forms["mean_dy_px"] = {"dy_px": np.full(refined.size, 1.0 / n)}
-            forms["mean_dz_px"] = {"dz_px": np.full(refined.size, 1.0 / n)}
+            forms["mean_dy_px"] = {"dy_px": w / n}
+            forms["mean_dz_px"] = {"dz_px": w / n}
         else:
-            forms["mean_radial_y_px"] = {"dy_px": uy * uy / n, "dz_px": uy * uz / n}
-            forms["mean_radial_z_px"] = {"dy_px": uz * uy / n, "dz_px": uz * uz / n}
+            forms["mean_radial_y_px"] = {"dy_px": w * uy * uy / n, "dz_px": w * uy * uz / n}
+            forms["mean_radial_z_px"] = {"dy_px": w * uz * uy / n, "dz_px": w * uz * uz / n}
         if gauge == "average":
             # r·û = (vy, vz); r·(ẑ × û) = (−vz, vy)
-            forms["dilation_px"] = {"dy_px": vy * norm, "dz_px": vz * norm}
-            forms["rotation_px"] = {"dy_px": -vz * norm, "dz_px": vy * norm}
+            forms["dilation_px"] = {"dy_px": w * vy * norm, "dz_px": w * vz * norm}
+            forms["rotation_px"] = {"dy_px": -w * vz * norm, "dz_px": w * vy * norm}
     if "dtheta_deg" in kinds:
-        forms["mean_dtheta_px"] = {"dtheta_deg": np.full(refined.size, math.radians(r_rms) / n)}
+        forms["mean_dtheta_px"] = {"dtheta_deg": w * math.radians(r_rms) / n}
     if "dlsd_um" in kinds:
-        forms["mean_dlsd_px"] = {"dlsd_um": np.full(refined.size, r_rms / lsd_um / n)}
+        forms["mean_dlsd_px"] = {"dlsd_um": w * r_rms / lsd_um / n}
     if "dp2" in kinds:
-        forms["mean_dp2_px"] = {"dp2": np.full(refined.size, r_rms / n)}
+        forms["mean_dp2_px"] = {"dp2": w * r_rms / n}
     return forms
 
 
-def gauge_values(panels: Panels, geometry: Geometry, refined=None, kinds=None, gauge: str = "average") -> dict:
+def gauge_values(panels: Panels, geometry: Geometry, refined=None, kinds=None, gauge: str = "average",
+                 weights=None, info=None) -> dict:
     """Values of the average-gauge forms (:func:`gauge_coefficients`) of a result, pixels.
 
-    ``refined`` defaults to every panel; ``kinds`` to dY, dZ plus every other kind some panel has non-zero.
+    ``refined`` defaults to every panel; ``kinds`` to dY, dZ plus every other kind some panel has non-zero;
+    ``weights`` (per refined panel) to 1 — pass the panels' point counts to check a fit's own constraints.
     """
     refined = np.arange(panels.layout.n_panels) if refined is None else np.asarray(refined, dtype=np.int64)
     values = {kind: np.array([getattr(panels.shifts[p], kind) for p in refined])
@@ -256,7 +291,7 @@ def gauge_values(panels: Panels, geometry: Geometry, refined=None, kinds=None, g
     if kinds is None:
         kinds = ("dy_px", "dz_px") + tuple(k for k in ("dtheta_deg", "dlsd_um", "dp2") if np.any(values[k] != 0))
     forms = gauge_coefficients(panels.layout, refined, geometry.bc_y_px, geometry.bc_z_px, kinds, geometry.lsd_um,
-                               gauge)
+                               gauge, weights, info)
     return {name: float(sum(coef @ values[kind] for kind, coef in form.items())) for name, form in forms.items()}
 
 
@@ -340,6 +375,10 @@ class _Model:
         if self.gauge:
             self.kind_slot = {kind: k for k, kind in enumerate(kind_names)}
             self.gauge_name = freedom.gauge
+            # each panel weighs by its points: a panel a few points barely place must not move the BC
+            self.gauge_weights = np.bincount(self.point_panel[self.point_panel >= 0],
+                                             minlength=panels.layout.n_panels)[self.refined].astype(np.float64)
+            self.gauge_info = self._shift_information() if "dy_px" in self.kind_slot else None
             self.i_bc = tuple(free.index(name) if name in free else -1 for name in ("bc_y_px", "bc_z_px"))
             # global columns the gauge rows depend on (the directions û; Lsd scales the mean dLsd)
             self.i_gauge_global = {i for i in self.i_bc if i >= 0} | (
@@ -351,13 +390,32 @@ class _Model:
             self.n_gauge = len(self.gauge_forms(self.x0))
 
     # -- average gauge --------------------------------------------------------------------------------
+    def _shift_information(self) -> np.ndarray:
+        """Per refined panel, ``JᵀJ`` of its points on (dY, dZ), its other corrections profiled out (at x0)."""
+        n_pts, nref = self.y.size, self.refined.size
+        jac = self.jacobian(self.x0)[:n_pts]  # n_gauge is still 0: no gauge rows yet
+        kinds = list(self.kind_slot)
+        info = np.zeros((nref, 2, 2))
+        for s_ in range(nref):
+            rows = self.point_slot == s_
+            cols = [self.n_global + self.kind_slot[k] * nref + s_ for k in kinds]
+            jp = jac[rows][:, cols]
+            full = jp.T @ jp
+            d = [kinds.index("dy_px"), kinds.index("dz_px")]
+            o = [k for k in range(len(kinds)) if k not in d]
+            block = full[np.ix_(d, d)]
+            if o:
+                block = block - full[np.ix_(d, o)] @ np.linalg.pinv(full[np.ix_(o, o)]) @ full[np.ix_(o, d)]
+            info[s_] = 0.5 * (block + block.T)
+        return info
+
     def gauge_forms(self, x) -> dict:
         """The gauge forms at the beam centre of ``x`` restricted to the refined kinds."""
         bc = [x[i] if i >= 0 else getattr(self.start, name)
               for i, name in zip(self.i_bc, ("bc_y_px", "bc_z_px"))]
         lsd = x[self.free.index("lsd_um")] if "lsd_um" in self.free else self.start.lsd_um
         return gauge_coefficients(self.panels.layout, self.refined, bc[0], bc[1], tuple(self.kind_slot), lsd,
-                                  self.gauge_name)
+                                  self.gauge_name, self.gauge_weights, self.gauge_info)
 
     def gauge_matrix(self, x) -> np.ndarray:
         """Rows (forms × parameters) of the gauge forms in pixels."""
@@ -578,8 +636,13 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
                      and min(x_best[k] - lo[k], hi[k] - x_best[k]) < 1e-6 * span[k])
     with threadpool_limits(1, user_api="blas"):
         std_errors = _std_errors(model, x_best)
+    gauge = {}
+    if model.n_gauge:
+        forms = model.gauge_forms(x_best)
+        gauge = {"panels": tuple(int(p) for p in model.refined), "forms": forms,
+                 "values_px": dict(zip(forms, (float(v) for v in model.gauge_residuals(x_best))))}
     return FitResult(model.geometry_of(x_best), model.panels_of(x_best), model.strains(x_best), model.n_eval,
-                     success, message, at_bound, std_errors)
+                     success, message, at_bound, std_errors, gauge)
 
 
 def _std_errors(model: _Model, x) -> dict:
