@@ -96,12 +96,12 @@ def test_calibrate_with_panels(sim_dir, tmp_path, capsys):
 
 
 def test_default_gauge_is_the_average_detector(sim_dir, tmp_path, capsys):
-    params = _edit(sim_dir, tmp_path, drop=("PanelGauge",))
+    params = _edit(sim_dir, tmp_path, drop=("PanelGauge", "PanelShiftsFile"), add="PanelShiftsFile shifts.txt\n")
     code, out, err = run("panels", [params, "--out-dir", tmp_path / "out"], capsys)
     assert code == 0, err
     assert "PanelGauge average: the global geometry is the average detector" in out
     layout = panel_layout_from_params(read_parameter_file(params))
-    fitted = read_panel_shifts(tmp_path / "out" / "panelshifts.txt", layout)
+    fitted = read_panel_shifts(tmp_path / "out" / "shifts.txt", layout)
     movable = [s for s in fitted.shifts if s.id not in (11, 12)]  # 11, 12 carry no ring
     # no panel is held still, and the corrections have no common shift left (weighted mean: the fit's own
     # forms; the plain mean is within the modules' spread of it)
@@ -111,7 +111,8 @@ def test_default_gauge_is_the_average_detector(sim_dir, tmp_path, capsys):
 
 def test_corrections_at_their_bounds_are_warned_one_line_each(sim_dir, tmp_path, capsys):
     # the truth's modules sit up to 0.8 px off: a 0.05 px box holds most of them at a bound
-    params = _edit(sim_dir, tmp_path, drop=("tolShifts", "nIterations"), add="tolShifts 0.05\nnIterations 1\n")
+    params = _edit(sim_dir, tmp_path, drop=("tolShifts", "nIterations", "PanelShiftsFile"),
+                   add="tolShifts 0.05\nnIterations 1\nPanelShiftsFile shifts.txt\n")
     code, out, err = run("panels", [params, "--out-dir", tmp_path / "out"], capsys)
     assert code == 0, err
     warned = [ln for ln in out.splitlines() if ln.startswith("WARNING: panel ") and "search bound" in ln]
