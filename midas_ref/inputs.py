@@ -378,14 +378,24 @@ def panel_settings_from_params(pf: ParameterFile, optimizer: str = "least-square
     """:class:`~midas_ref.panel_refine.PanelSettings` from the manual §7 keys.
 
     ``nIterations`` absent means up to 5 cycles (its key-table default) instead of the legacy single pass,
-    which re-used peaks extracted in the uncorrected frame; ``Width`` (the legacy ring half-window,
+    which re-used peaks extracted in the uncorrected frame; ``PanelGauge`` absent means ``fixed``, the legacy
+    FixPanelID gauge and the only one the Nelder–Mead optimiser supports (docs/geometry.md §6.2: ``mean``
+    is the same fit re-expressed, ``average`` an experimental constraint); ``Width`` (the legacy ring half-window,
     µm; the orchestrator writes 1000, far too wide for a fit) is capped at 12 px.
     """
     from .panel_refine import PanelSettings
-    from .refine import PanelFreedom
+    from .refine import PANEL_GAUGES, PanelFreedom
 
     px = float(pf.get("px"))
-    freedom = PanelFreedom(fix_panel_id=int(pf.get("FixPanelID")), shifts_px=float(pf.get("tolShifts")),
+    gauge = str(pf.get("PanelGauge")).strip().lower()
+    if gauge not in PANEL_GAUGES:
+        raise ParameterFileError(f"PanelGauge must be 'average' (the global geometry is the average detector), "
+                                 f"'mean' (zero mean panel shift only) or 'fixed' (FixPanelID holds still), got {pf.get('PanelGauge')!r}", pf.path,
+                                 key="PanelGauge")
+    if gauge != "fixed" and optimizer == "nelder-mead":
+        raise ParameterFileError(f"PanelGauge {gauge} needs the least-squares optimiser; the legacy Nelder–Mead "
+                                 "keeps the fixed gauge (PanelGauge fixed, FixPanelID)", pf.path, key="PanelGauge")
+    freedom = PanelFreedom(fix_panel_id=int(pf.get("FixPanelID")), shifts_px=float(pf.get("tolShifts")), gauge=gauge,
                            rotation_deg=float(pf.get("tolRotation")),
                            lsd_um=float(pf.get("tolLsdPanel")) if pf.get("PerPanelLsd") else 0.0,
                            p2=float(pf.get("tolP2Panel")) if pf.get("PerPanelDistortion") else 0.0,

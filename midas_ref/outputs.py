@@ -374,7 +374,13 @@ def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> st
     counts = panel_point_counts(result.points.y_px[keep], result.points.z_px[keep], result.panels)
     strain = panel_mean_strain(result.points.y_px[keep], result.points.z_px[keep], np.abs(result.strain[keep]),
                                result.panels)
-    fixed = settings.freedom.fix_panel_id if settings is not None else -1
+    gauge = getattr(result, "gauge", "average")
+    fixed = settings.freedom.fix_panel_id if settings is not None and gauge == "fixed" else -1
+    out.write(f"\nPanelGauge {gauge}: " + {
+        "average": "the global geometry is the average detector (panel corrections with zero mean shift, net "
+                   "dilation and net rotation)\n",
+        "mean": "panel corrections with zero mean shift (the global BC is that of the average panel)\n"}.get(
+            gauge, f"panel {fixed} holds still (FixPanelID)\n"))
     out.write("\nPanels  (σ: standard error from the data; inf = not determined by the rings)\n"
               "    ID  npts  mean|ε|(µε)        dY ± σ (px)          dZ ± σ (px)       dTheta ± σ (deg)"
               "    dLsd (µm)      dP2\n")
@@ -394,6 +400,9 @@ def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> st
         out.write(f"WARNING: panels {' '.join(map(str, result.poorly_constrained))} have shift errors above "
                   "0.05 px: the rings on them cannot fix their position (too few points, or tolRotation > 0 —"
                   " a panel turning about the beam axis only slides its arcs along themselves)\n")
+    for label in getattr(result, "at_bound", ()):
+        out.write(f"WARNING: {label} ended at its search bound (start ± tolerance): widen the tolerance, or the "
+                  "rings do not determine it\n")
     out.write("*******************Copy to par*******************\n")
     out.write(f"Lsd {g.lsd_um:0.12f}\nBC {g.bc_y_px:0.12f} {g.bc_z_px:0.12f}\nty {g.ty_deg:0.12f}\n"
               f"tz {g.tz_deg:0.12f}\np0 {g.p0:0.12f}\np1 {g.p1:0.12f}\np2 {g.p2:0.12f}\np3 {g.p3_deg:0.12f}\n"

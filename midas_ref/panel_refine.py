@@ -6,7 +6,8 @@ Manual §7 and spec legacy_engine.md §3. Each iteration
    mixes two panels' offsets and the answer does not depend on the start — the legacy ``ReFitPeaks 0``
    default re-used the first iteration's peaks);
 2. fits the global geometry (Lsd, BC, ty, tz, p0–p3, p4 with ``DistortionOrder 6``) and, for every panel
-   except ``FixPanelID``, dY, dZ (``tolShifts``), dTheta (``tolRotation`` > 0), dLsd (``PerPanelLsd``) and
+   (``PanelGauge average``, the default: corrections constrained to the average detector, docs/geometry.md
+   §6.2) or every panel except ``FixPanelID`` (``PanelGauge fixed``, the legacy gauge), dY, dZ (``tolShifts``), dTheta (``tolRotation`` > 0), dLsd (``PerPanelLsd``) and
    dP2 (``PerPanelDistortion``) — least squares with a block-structured Jacobian
    (:func:`midas_ref.refine.fit_geometry`) or the legacy Nelder–Mead/Subplex on Σ|ε|;
 3. clips outlier points (robust 5σ) and refits, then reports the strain statistics with the legacy
@@ -99,6 +100,9 @@ class PanelSettings:
             raise CalibrationError(f"EtaBinSize must be > 0, got {self.eta_bin_deg}")
         if self.outlier_iterations < 1:
             raise CalibrationError(f"OutlierIterations must be >= 1, got {self.outlier_iterations}")
+        if self.optimizer == "nelder-mead" and self.freedom.gauge != "fixed":
+            raise CalibrationError("the legacy Nelder–Mead optimiser keeps the fixed panel gauge: use PanelGauge "
+                                   "fixed (FixPanelID) with it, or the least-squares optimiser")
 
     @property
     def free(self) -> tuple[str, ...]:
@@ -152,6 +156,15 @@ class PanelResult:
     unrefined : tuple of int
         Movable panels left at their start corrections: fewer than ``MinIndicesForFit`` points (e.g. no ring
         crosses them).
+    at_bound : tuple of str
+        Refined parameters that ended on their search bound (``"panel 3 dtheta_deg"``, ``"lsd_um"``…): the
+        tolerance was too tight, or the parameter ran along a direction the rings cannot see. Reported by
+        :func:`midas_ref.outputs.panel_report_text` as one WARNING line each.
+    gauge : str
+        ``PanelGauge`` of the run (``average``, ``mean`` or ``fixed``).
+    gauge_forms : dict
+        ``average``/``mean``: the constrained panels, the gauge's linear forms and their values at the
+        result (:attr:`midas_ref.refine.FitResult.gauge`).
     timings : dict
         Seconds: extraction, fit.
     """
@@ -172,6 +185,9 @@ class PanelResult:
     poorly_constrained: tuple[int, ...] = ()
     unrefined: tuple[int, ...] = ()
     timings: dict = field(default_factory=dict)
+    at_bound: tuple[str, ...] = ()
+    gauge: str = "average"
+    gauge_forms: dict = field(default_factory=dict)
 
 
 #: A panel whose dY or dZ standard error is above this (pixels) is reported as poorly constrained.
@@ -334,8 +350,10 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
                      if label.startswith("panel ") and label.endswith(("dy_px", "dz_px"))
                      and sigma > POORLY_CONSTRAINED_PX})
     kinds = settings.freedom.kinds()
-    unrefined = tuple(p for p in range(panels.layout.n_panels) if kinds and p != settings.freedom.fix_panel_id
+    fixed = settings.freedom.fix_panel_id if settings.freedom.gauge == "fixed" else -1
+    unrefined = tuple(p for p in range(panels.layout.n_panels) if kinds and p != fixed
                       and f"panel {p} {kinds[0][0]}" not in std_errors)
     return PanelResult(rec.geometry, rec.panels, points, tt, strain, outlier, all_rings, len(tuple(rings)),
                        rec.mean_strain, rec.std_strain, rec.iteration, tuple(records), std_errors,
-                       tuple(poorly), unrefined, timings)
+                       tuple(poorly), unrefined, timings, tuple(fit.at_bound), settings.freedom.gauge,
+                       dict(fit.gauge))

@@ -28,8 +28,11 @@ def sim_dir(tmp_path_factory):
     # the start of a panel run is a calibrated geometry: use the truth's, nudged
     truth = read_parameter_file(out / "truth_params.txt")
     g = geometry_from_params(truth)
+    # the simulator's truth is in the FixPanelID 0 gauge: these runs compare shifts and BC with it there
+    # (the mean gauge: test_mean_gauge_leaves_no_common_shift)
     pf = read_parameter_file(params).with_values(Lsd=g.lsd_um + 200, BC=(g.bc_y_px + 0.2, g.bc_z_px - 0.1),
-                                                 ty=g.ty_deg, tz=g.tz_deg, nIterations=3, tolShifts=1.5, tolP=0)
+                                                 ty=g.ty_deg, tz=g.tz_deg, nIterations=3, tolShifts=1.5, tolP=0,
+                                                 PanelGauge="fixed")
     params.write_text(pf.to_text())
     return out
 
@@ -92,6 +95,40 @@ def test_calibrate_with_panels(sim_dir, tmp_path, capsys):
     assert abs(g.bc_y_px - g_true.bc_y_px) < 0.003 and abs(g.bc_z_px - g_true.bc_z_px) < 0.003
 
 
+def test_mean_gauge_leaves_no_common_shift(sim_dir, tmp_path, capsys):
+    params = _edit(sim_dir, tmp_path, drop=("PanelGauge", "PanelShiftsFile"),
+                   add="PanelShiftsFile shifts.txt\nPanelGauge mean\n")
+    code, out, err = run("panels", [params, "--out-dir", tmp_path / "out"], capsys)
+    assert code == 0, err
+    assert "PanelGauge mean" in out
+    layout = panel_layout_from_params(read_parameter_file(params))
+    fitted = read_panel_shifts(tmp_path / "out" / "shifts.txt", layout)
+    movable = [s for s in fitted.shifts if s.id not in (11, 12)]  # 11, 12 carry no ring
+    # no panel is held still, and the corrections have no common shift left (weighted mean: the fit's own
+    # forms; the plain mean is within the modules' spread of it)
+    assert all(abs(s.dy_px) + abs(s.dz_px) > 0 for s in movable)
+    assert abs(np.mean([s.dy_px for s in movable])) < 0.05 and abs(np.mean([s.dz_px for s in movable])) < 0.05
+
+
+def test_corrections_at_their_bounds_are_warned_one_line_each(sim_dir, tmp_path, capsys):
+    # the truth's modules sit up to 0.8 px off: a 0.05 px box holds most of them at a bound
+    params = _edit(sim_dir, tmp_path, drop=("tolShifts", "nIterations", "PanelShiftsFile"),
+                   add="tolShifts 0.05\nnIterations 1\nPanelShiftsFile shifts.txt\n")
+    code, out, err = run("panels", [params, "--out-dir", tmp_path / "out"], capsys)
+    assert code == 0, err
+    warned = [ln for ln in out.splitlines() if ln.startswith("WARNING: panel ") and "search bound" in ln]
+    assert len(warned) >= 10 and any("dy_px" in ln for ln in warned) and any("dz_px" in ln for ln in warned)
+
+
+def test_bad_panel_gauge_is_one_clear_line(sim_dir, tmp_path, capsys):
+    params = _edit(sim_dir, tmp_path, drop=("PanelGauge",), add="PanelGauge median\n")
+    code, out, err = run("panels", [params, "--out-dir", tmp_path / "out"], capsys)
+    assert code == 2 and "PanelGauge" in err.strip().splitlines()[-1]
+    params = _edit(sim_dir, tmp_path, drop=("PanelGauge",), add="PanelGauge average\n")
+    code, out, err = run("panels", [params, "--out-dir", tmp_path / "out2", "--optimizer", "nelder-mead"], capsys)
+    assert code == 2 and "Nelder" in err.strip().splitlines()[-1]
+
+
 def _edit(sim_dir, tmp_path, drop=(), add=""):
     lines = [ln for ln in (sim_dir / "params.txt").read_text().splitlines()
              if not any(ln.startswith(k + " ") for k in drop)]
@@ -121,3 +158,12 @@ def test_bad_input_is_one_clear_line(case, needle, sim_dir, tmp_path, capsys):
     last = err.strip().splitlines()[-1]
     assert last.startswith("midas-ref panels: error:") and needle in last and "Traceback" not in err
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_default_gauge_is_the_legacy_fixed_panel():
+    from midas_ref.inputs import panel_settings_from_params
+    from midas_ref.params import parse_parameter_text
+
+    settings = panel_settings_from_params(parse_parameter_text("px 172\nFixPanelID 3\n"))
+    assert settings.freedom.gauge == "fixed" and settings.freedom.fix_panel_id == 3
+    assert panel_settings_from_params(parse_parameter_text("px 172\nPanelGauge mean\n")).freedom.gauge == "mean"

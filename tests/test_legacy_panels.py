@@ -1,7 +1,8 @@
 """The legacy CalibrantPanelShiftsOMP golden (`../shared/legacy/ceo2_1024_panels16`): ours vs legacy vs truth.
 
 Same image, same parameter file (``nIterations`` added: the legacy default of one pass re-used its first
-peaks; ours re-extracts in the corrected frame). The legacy README calls the case a format check because its
+peaks; ours re-extracts in the corrected frame; ``PanelGauge fixed`` added: the truth and the legacy binary
+are in the FixPanelID gauge, so shifts, BC and Lsd compare in one gauge). The legacy README calls the case a format check because its
 run kept 5–16 points per panel; we must still not be worse than the legacy binary on it.
 """
 
@@ -26,7 +27,7 @@ def test_panels16_golden_beats_the_legacy_binary(tmp_path, capsys):
         shutil.copy(case / name, tmp_path / name)
     text = (case / "params_calibrant.txt").read_text().replace("<case dir>", str(tmp_path))
     params = tmp_path / "params.txt"
-    params.write_text(text + "nIterations 4\n")
+    params.write_text(text + "nIterations 4\nPanelGauge fixed\n")
     code = main(["panels", str(params), "2", "--out-dir", str(tmp_path / "out"), "--quiet"])
     captured = capsys.readouterr()
     assert code == 0, captured.err

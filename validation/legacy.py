@@ -157,7 +157,9 @@ def _our_panels(record: dict, params: Path, truth: Geometry, folder: Path, workd
 
     Set up exactly as ``midas-ref panels`` does (:func:`midas_ref.inputs.panel_inputs`), starting from zero
     panel corrections (PanelShiftsFile pointed at the scratch folder, where no file exists); the refined
-    geometry and shifts of the result are compared with the truth.
+    geometry and shifts of the result are compared with the truth. The truth (``panelshifts_truth.txt``,
+    ``truth.json``) and CalibrantPanelShiftsOMP are in the ``FixPanelID`` gauge, so ours runs with
+    ``PanelGauge fixed`` unless the file chooses a gauge: shifts, BC and Lsd then compare in one gauge.
     """
     from midas_ref.inputs import panel_inputs
     from midas_ref.panel_refine import refine_panels
@@ -166,6 +168,8 @@ def _our_panels(record: dict, params: Path, truth: Geometry, folder: Path, workd
     if not pf.has("NPanelsY"):
         return
     pf = pf.set("PanelShiftsFile", str(workdir / "panels" / "panelshifts.txt"))
+    if not pf.has("PanelGauge"):
+        pf = pf.set("PanelGauge", "fixed")
     t0 = time.perf_counter()
     inputs = panel_inputs(pf, out_dir=workdir / "panels")
     result = refine_panels(inputs.series.image, inputs.series.mask, inputs.geometry, inputs.panels, inputs.rings,

@@ -30,7 +30,8 @@ def pilatus2m():
     g = cfg.geometry
     start = dataclasses.replace(g, lsd_um=g.lsd_um + 300, bc_y_px=g.bc_y_px + 0.3, bc_z_px=g.bc_z_px - 0.2,
                                 ty_deg=0.0, tz_deg=0.0)
-    settings = PanelSettings(n_iterations=3, freedom=PanelFreedom(shifts_px=1.5, rotation_deg=0.2),
+    # the truth's gauge (FixPanelID 0): the BC and Lsd below compare with it
+    settings = PanelSettings(n_iterations=3, freedom=PanelFreedom(shifts_px=1.5, rotation_deg=0.2, gauge="fixed"),
                              tolerances=Tolerances(p0=0, p1=0, p2=0))
     image = sim.image.astype(np.float64)
     refine_panels(image, mask, start, Panels.from_shifts(cfg.panels.layout), rings,
@@ -65,7 +66,7 @@ def test_panel_fit_optimisers(benchmark, panel_points, method):
     pts, tth, start, panels, cfg = panel_points
     fit = benchmark.pedantic(fit_geometry, args=(pts.y_px, pts.z_px, tth, start),
                              kwargs=dict(panels=panels, free=("lsd_um", "bc_y_px", "bc_z_px", "ty_deg", "tz_deg"),
-                                         panel_freedom=PanelFreedom(shifts_px=1.5), method=method,
+                                         panel_freedom=PanelFreedom(shifts_px=1.5, gauge="fixed"), method=method,
                                          max_evaluations=50000 if method == "nelder-mead" else 2000),
                              rounds=1, iterations=1)
     bound = 0.01 if method == "least-squares" else 0.3
