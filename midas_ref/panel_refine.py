@@ -186,7 +186,7 @@ class PanelResult:
     unrefined: tuple[int, ...] = ()
     timings: dict = field(default_factory=dict)
     at_bound: tuple[str, ...] = ()
-    gauge: str = "average"
+    gauge: str = "fixed"
     gauge_forms: dict = field(default_factory=dict)
 
 

@@ -174,7 +174,11 @@ def test_nelder_mead_keeps_the_fixed_gauge():
     y, z, tth = exact_points(TRUTH, Panels.from_shifts(LAYOUT), n_eta=30)
     with pytest.raises(CalibrationError, match="Nelder–Mead optimiser keeps the fixed panel gauge"):
         fit_geometry(y, z, tth, TRUTH, panels=Panels.from_shifts(LAYOUT), free=GLOBAL,
-                     panel_freedom=PanelFreedom(), method="nelder-mead")
+                     panel_freedom=PanelFreedom(gauge="mean"), method="nelder-mead")
+
+
+def test_default_panel_gauge_is_the_legacy_fixed_panel():
+    assert PanelFreedom().gauge == "fixed"
 
 
 def test_panel_gauge_is_checked():

@@ -151,7 +151,7 @@ def test_average_gauge_on_a_simulated_pilatus():
     """``PanelGauge average``: the constraints hold, Lsd and BC are the truth's average detector — and the
     price of holding the net dilation and rotation, which the rings do see across each panel."""
     cfg, image, mask = render()
-    result = refine(cfg, image, mask, freedom=PanelFreedom(shifts_px=1.5))
+    result = refine(cfg, image, mask, freedom=PanelFreedom(shifts_px=1.5, gauge="average"))
     assert result.gauge == "average" and set(result.unrefined) <= {11, 12}
     ids = [p for p in range(24) if p not in result.unrefined]
     values = result.gauge_forms["values_px"]
