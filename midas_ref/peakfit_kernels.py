@@ -107,6 +107,22 @@ def pseudo_voigt(u, gamma, mu):
     return shape, -2.0 * u * inv_g2 * core, (2.0 * q / gamma) * core, lor - gau
 
 
+@njit(inline="always", **SERIAL)
+def background_value(xi, p):
+    """The window's quadratic background ``b0 + b1·ξ + b2·ξ²`` at radius ``xi`` (px from the window centre),
+    counts; the same three parameters lead both layouts."""
+    return p[I_B0] + p[I_B1] * xi + p[I_B2] * xi * xi
+
+
+@njit(inline="always", **SERIAL)
+def background_value_grad(xi, p, grad):
+    """:func:`background_value`, writing its gradient into ``grad[I_B0:I_B2 + 1]``."""
+    grad[I_B0] = 1.0
+    grad[I_B1] = xi
+    grad[I_B2] = xi * xi
+    return background_value(xi, p)
+
+
 @njit(**SERIAL)
 def multi_peak_value(xi, p, n_peaks):
     """Free-layout model value at one radius.
@@ -126,7 +142,7 @@ def multi_peak_value(xi, p, n_peaks):
     """
     gamma = p[I_GAMMA]
     mu = p[I_MU]
-    val = p[I_B0] + p[I_B1] * xi + p[I_B2] * xi * xi
+    val = background_value(xi, p)
     for j in range(n_peaks):
         k = I_PEAKS + PEAK_STRIDE * j
         val += p[k + PEAK_AMP] * pseudo_voigt(xi - p[k + PEAK_CENTRE], gamma, mu)[0]
@@ -154,10 +170,7 @@ def multi_peak_value_grad(xi, p, n_peaks, grad):
     """
     gamma = p[I_GAMMA]
     mu = p[I_MU]
-    val = p[I_B0] + p[I_B1] * xi + p[I_B2] * xi * xi
-    grad[I_B0] = 1.0
-    grad[I_B1] = xi
-    grad[I_B2] = xi * xi
+    val = background_value_grad(xi, p, grad)
     d_gamma = 0.0
     d_mu = 0.0
     for j in range(n_peaks):
@@ -195,7 +208,7 @@ def tied_value(xi, p, centres):
     gamma = p[I_GAMMA]
     mu = p[I_MU]
     shift = p[I_SHIFT]
-    val = p[I_B0] + p[I_B1] * xi + p[I_B2] * xi * xi
+    val = background_value(xi, p)
     for j in range(centres.shape[0]):
         val += p[I_TIED_AMPS + j] * pseudo_voigt(xi - centres[j] - shift, gamma, mu)[0]
     return val
@@ -224,10 +237,7 @@ def tied_value_grad(xi, p, centres, grad):
     gamma = p[I_GAMMA]
     mu = p[I_MU]
     shift = p[I_SHIFT]
-    val = p[I_B0] + p[I_B1] * xi + p[I_B2] * xi * xi
-    grad[I_B0] = 1.0
-    grad[I_B1] = xi
-    grad[I_B2] = xi * xi
+    val = background_value_grad(xi, p, grad)
     d_gamma = 0.0
     d_mu = 0.0
     d_shift = 0.0
