@@ -108,48 +108,37 @@ SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def _scratch(tmp_path_factory):
+def _contract(command, sim, tmp_path_factory, capsys, defect, location, fallback, argv):
+    """Run ``command`` on a defective copy of its parameter file with an output at ``location``.
+
+    ``fallback`` is the defect used when the example drew none and a writable location (so that no example
+    runs the whole job); ``argv(params, out)`` builds the command's arguments."""
+    if defect is None and location == "new folder":
+        defect = fallback
     tmp = tmp_path_factory.mktemp("case")
-    return tmp
+    params = tmp / "params.txt"
+    base = sim.params if command == "calibrate" else sim.truth_params
+    params.write_bytes(_defective_text(base.read_text(), defect))
+    _check(command, argv(params, _location(tmp, location)), tmp, capsys)
+    shutil.rmtree(tmp)
 
 
 @SETTINGS
 @given(defect=parameter_defects("calibrate"), location=st.sampled_from(LOCATIONS))
 def test_calibrate_bad_input_contract(sim, tmp_path_factory, capsys, defect, location):
-    if defect is None and location == "new folder":
-        defect = ("missing", "Wavelength", None)  # every example has a defect: none runs a calibration
-    tmp = _scratch(tmp_path_factory)
-    params = tmp / "params.txt"
-    params.write_bytes(_defective_text(sim.params.read_text(), defect))
-    out = _location(tmp, location)
-    _check("calibrate", ["-dataFN", sim.image, "-paramFN", params, "--out-dir", out, "--quiet"], tmp, capsys)
-    shutil.rmtree(tmp)
+    _contract("calibrate", sim, tmp_path_factory, capsys, defect, location, ("missing", "Wavelength", None),
+              lambda params, out: ["-dataFN", sim.image, "-paramFN", params, "--out-dir", out, "--quiet"])
 
 
 @SETTINGS
 @given(defect=parameter_defects("export"), location=st.sampled_from(LOCATIONS))
 def test_export_bad_input_contract(sim, tmp_path_factory, capsys, defect, location):
-    if defect is None and location == "new folder":
-        defect = ("not positive", "Lsd", "0")
-    tmp = _scratch(tmp_path_factory)
-    params = tmp / "params.txt"
-    params.write_bytes(_defective_text(sim.truth_params.read_text(), defect))
-    out = _location(tmp, location)
-    target = out if location in ("existing file",) else out / "geometry.poni"
-    if location == "existing file":
-        target = out / "x.poni"  # a file where a folder should be
-    _check("export", ["-paramFN", params, "-o", target], tmp, capsys)
-    shutil.rmtree(tmp)
+    _contract("export", sim, tmp_path_factory, capsys, defect, location, ("not positive", "Lsd", "0"),
+              lambda params, out: ["-paramFN", params, "-o", out / "geometry.poni"])
 
 
 @SETTINGS
 @given(defect=parameter_defects("rings"), location=st.sampled_from(LOCATIONS))
 def test_rings_bad_input_contract(sim, tmp_path_factory, capsys, defect, location):
-    if defect is None and location == "new folder":
-        defect = ("malformed", "SpaceGroup", "abc")
-    tmp = _scratch(tmp_path_factory)
-    params = tmp / "params.txt"
-    params.write_bytes(_defective_text(sim.truth_params.read_text(), defect))
-    target = _location(tmp, location) / "hkls.csv"
-    _check("rings", ["-paramFN", params, "--hkls-csv", target], tmp, capsys)
-    shutil.rmtree(tmp)
+    _contract("rings", sim, tmp_path_factory, capsys, defect, location, ("malformed", "SpaceGroup", "abc"),
+              lambda params, out: ["-paramFN", params, "--hkls-csv", out / "hkls.csv"])
