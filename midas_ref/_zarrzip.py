@@ -293,18 +293,35 @@ def read_array(path: os.PathLike | str, loc: str = DATA_LOC, skip_frame: int = 0
                                  "corrupt zip?") from exc
 
 
+def _parameters(root) -> dict:
+    parameters = {}
+    for group in (SCAN_GROUP, ANALYSIS_GROUP):
+        prefix = group + "/"
+        for name in _array_names(root):
+            if name.startswith(prefix) and "/" not in name[len(prefix):]:
+                parameters[name[len(prefix):]] = _decode(np.asarray(root[name][...]))
+    return parameters
+
+
+def read_zip_parameters(path: os.PathLike | str) -> dict:
+    """The analysis + scan parameters of a MIDAS zip, without decoding its frames.
+
+    The data array is checked for missing chunks here too (the zip's member list only), so an incomplete
+    file is reported before any frame is read.
+    """
+    path = os.fspath(path)
+    with _OpenZip(path) as root:
+        _check_chunks(path, _get_array(root, path, DATA_LOC), DATA_LOC)
+        return _parameters(root)
+
+
 def read_zip(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Frames, dark (or None) and parameters (analysis + scan parameters) of a MIDAS zip."""
     path = os.fspath(path)
     frames = read_array(path, DATA_LOC)
     with _OpenZip(path) as root:
         dark = np.asarray(root[DARK_LOC][...]) if DARK_LOC in _array_names(root) else None
-        parameters = {}
-        for group in (SCAN_GROUP, ANALYSIS_GROUP):
-            prefix = group + "/"
-            for name in _array_names(root):
-                if name.startswith(prefix) and "/" not in name[len(prefix):]:
-                    parameters[name[len(prefix):]] = _decode(np.asarray(root[name][...]))
+        parameters = _parameters(root)
     return frames, dark, parameters
 
 

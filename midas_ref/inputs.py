@@ -318,9 +318,10 @@ def calibration_inputs(data_path: str | os.PathLike, param_path: str | os.PathLi
     kind = infer_file_type(data, file_type)
     pf = read_parameter_file(param_path) if param_path else parse_parameter_text("", "<no -paramFN>")
     if kind == "zarr":
-        from .io import read_midas_zip
+        from ._zarrzip import read_zip_parameters
 
-        for key, value in params_from_zip(read_midas_zip(data)[2]).items():
+        # the zip's own parameters fill what the file leaves out (its frames are read once, below)
+        for key, value in params_from_zip(read_zip_parameters(data)).items():
             if not pf.has(key):
                 pf = pf.set(key, value)
     elif not param_path:
