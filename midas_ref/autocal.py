@@ -42,6 +42,7 @@ from .preprocess import median_background, threshold_image
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain
 from .rings import Ring
+from .uncertainty import point_sigma_strain, point_weights, systematic_variance
 from .strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, clip_outliers, emit_progress,
                      ring_statistics, strain_change_tolerance)
 
@@ -180,6 +181,17 @@ class CalibrationResult:
     threshold : float
     warnings : tuple of str
         Things the user should know about a converged result (e.g. strain above StoppingStrain).
+    parameter_labels : tuple of str
+        The refined parameters of the final fit (``FitResult.labels``: the distortion pair p1/p3 as
+        ``"p1 cos p3"``, ``"p1 sin p3"``).
+    covariance : ndarray or None
+        Their covariance (order of ``parameter_labels``; units of the Geometry fields), from the points'
+        error model (:mod:`midas_ref.uncertainty`): peak-fit errors, one error per crowded run, the
+        systematic floor. None when the run produced no final fit.
+    std_errors : dict
+        ``label → standard error`` (``inf``: not determined by the data).
+    systematic_strain : float
+        The systematic floor ``s`` (strain) the final misfit implies beyond the peak-fit errors (0: none).
     """
 
     status: str
@@ -199,6 +211,10 @@ class CalibrationResult:
     binary: np.ndarray | None = field(default=None, repr=False)
     threshold: float = math.nan
     warnings: tuple[str, ...] = ()
+    parameter_labels: tuple[str, ...] = ()
+    covariance: np.ndarray | None = field(default=None, repr=False)
+    std_errors: dict = field(default_factory=dict)
+    systematic_strain: float = math.nan
 
     @property
     def converged(self) -> bool:
@@ -398,6 +414,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     stage = 0
     status, reason = "FAILED", f"no convergence within {settings.max_iterations} iterations"
     points = fit = keep = None
+    systematic_var = 0.0
     for iteration in range(1, settings.max_iterations + 1):
         t_it = time.perf_counter()
         # every ring on the detector is modelled in the peak fits (an excluded ring still shines on its
@@ -426,11 +443,17 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
             break
         tt = np.degrees(tth_all[ring_of_point])
         t0 = time.perf_counter()
+        # weights from the peak errors, one error per crowded run, and the systematic floor of the last fit
+        sigma = point_sigma_strain(points)
         fit = fit_geometry(points.y_px, points.z_px, tt, replace(anchor, **{k: getattr(geom, k) for k in free}),
-                           panels=panels, free=free, tolerances=settings.tolerances, method=settings.optimizer)
-        keep = clip_outliers(fit.strain)
-        fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, panels=panels, free=free,
+                           weights=point_weights(sigma, points.group, systematic_var), panels=panels, free=free,
                            tolerances=settings.tolerances, method=settings.optimizer)
+        keep = clip_outliers(fit.strain)
+        error_model = (sigma[keep], points.group[keep], systematic_var)
+        fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, panels=panels, free=free,
+                           weights=point_weights(*error_model), tolerances=settings.tolerances,
+                           method=settings.optimizer, error_model=error_model)
+        systematic_var = systematic_variance(fit.strain, sigma[keep], points.group[keep], len(fit.labels))
         timings["fit"] += time.perf_counter() - t0
         new = fit.geometry
         tan_tt = np.tan(np.radians(tt))
@@ -480,6 +503,14 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
             message += f", starting {_around_guess(settings.bc_guess_px, arcs)}"
         raise CalibrationError(message)
     tt = np.degrees(tth_all[idx[points.ring]])
+    at_bound = fit.at_bound
+    if status == "CONVERGED":
+        # the covariance with the floor this fit's own residuals imply (each iteration's lags one behind)
+        error_model = (point_sigma_strain(points)[keep], points.group[keep], systematic_var)
+        fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], geom, panels=panels, free=free,
+                           weights=point_weights(*error_model), tolerances=settings.tolerances,
+                           method=settings.optimizer, error_model=error_model)
+        geom = fit.geometry
     strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
     inl = np.abs(strain[keep])
     mean_strain, std_strain = float(inl.mean()), float(inl.std())
@@ -488,8 +519,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         warnings.append(f"mean strain {mean_strain:.3g} is above StoppingStrain {settings.stopping_strain:.3g}: "
                         "the geometry converged, but the detector shows effects the model lacks (panels, "
                         "parallax, mask) or the calibrant/wavelength is off")
-    if status == "CONVERGED" and fit.at_bound:
-        status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(fit.at_bound)
+    if status == "CONVERGED" and at_bound:
+        status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(at_bound)
                                     + " (start too far off, or tolerances too tight)")
     if status == "FAILED":
         reason += _one_ring_note(idx[points.ring][keep])
@@ -501,4 +532,5 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     rings = tuple(rings[k] for k in on_detector)
     return CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
                              mean_strain, std_strain, tuple(records), timings, guess_info, background,
-                             binary, thr, tuple(warnings))
+                             binary, thr, tuple(warnings), fit.labels, fit.covariance, dict(fit.std_errors),
+                             math.sqrt(systematic_var))

@@ -29,6 +29,7 @@ from .strain import panel_mean_strain, panel_point_counts, ring_statistics
 __all__ = ["geometry_block", "write_screen_out", "write_corr_csv", "AutocalLog", "write_autocal_log", "save_plots_hdf",
            "make_plots", "summary_text", "per_ring_table", "panel_report_text", "indices_per_panel",
            "write_panel_corr_csv", "write_panel_outputs", "write_calibration_outputs", "calibration_log_header",
+           "refined_params_comments", "write_calibration_json",
            "CALIBRATION_SET_NAMES"]
 
 
@@ -95,17 +96,34 @@ def per_ring_table(result: CalibrationResult) -> list[dict]:
     return rows
 
 
+def _pm(row, fmt: str) -> str:
+    """``value ± σ`` of a :func:`~midas_ref.record.parameter_rows` row (``(fixed)`` / ``± n.d.``)."""
+    text = f"{row['value']:{fmt}}"
+    if row["sigma"] is None:
+        return text + " (fixed)"
+    return text + (f" ± {row['sigma']:.2g}" if math.isfinite(row["sigma"]) else " ± n.d.")
+
+
 def summary_text(result: CalibrationResult) -> str:
-    """The final console summary."""
+    """The final console summary: the geometry with standard errors (1σ), strain, warnings, timings."""
+    from .record import parameter_rows
+
     g = result.geometry
+    rows = {r["name"]: r for r in parameter_rows(result)}
     out = _io.StringIO()
     out.write(f"Calibration {result.status}" + (f": {result.reason}" if result.reason else "") + "\n")
-    out.write(f"  Lsd        {g.lsd_um:.3f} µm\n  BC         {g.bc_y_px:.4f} {g.bc_z_px:.4f} px (Y, Z)\n")
-    out.write(f"  tx ty tz   {g.tx_deg:.5f} {g.ty_deg:.5f} {g.tz_deg:.5f} deg\n")
-    out.write(f"  p0..p3     {g.p0:.4e} {g.p1:.4e} {g.p2:.4e} {g.p3_deg:.3f}\n")
-    if g.p4:
-        out.write(f"  p4         {g.p4:.4e}\n")
+    out.write(f"  Lsd        {_pm(rows['Lsd'], '.3f')} µm\n"
+              f"  BC         {_pm(rows['BC_Y'], '.4f')}, {_pm(rows['BC_Z'], '.4f')} px (Y, Z)\n")
+    out.write(f"  tx ty tz   {_pm(rows['tx'], '.5f')}, {_pm(rows['ty'], '.5f')}, {_pm(rows['tz'], '.5f')} deg\n")
+    out.write(f"  p0 p1 p2   {_pm(rows['p0'], '.4e')}, {_pm(rows['p1'], '.4e')}, {_pm(rows['p2'], '.4e')}\n"
+              f"  p3         {_pm(rows['p3'], '.3f')} deg\n")
+    if g.p4 or rows["p4"]["refined"]:
+        out.write(f"  p4         {_pm(rows['p4'], '.4e')}\n")
     out.write(f"  RhoD       {g.rho_d_um:.1f} µm\n")
+    if result.covariance is not None:
+        out.write("  (± = standard error, 1σ, from the peak-fit errors"
+                  + (f" and a systematic floor of {result.systematic_strain * 1e6:.2g} µε per point"
+                     if result.systematic_strain > 0 else "") + "; n.d. = not determined by the data)\n")
     out.write(f"  strain     mean {result.mean_strain * 1e6:.2f} µε, std {result.std_strain * 1e6:.2f} µε over "
               f"{int((~result.outlier).sum())} points on {len(set(result.points.ring[~result.outlier].tolist()))} rings\n")
     if result.excluded_rings:
@@ -115,6 +133,33 @@ def summary_text(result: CalibrationResult) -> str:
     out.write(f"  iterations {len(result.iterations)}; time " + ", ".join(
         f"{k} {v:.2f} s" for k, v in result.timings.items()) + "\n")
     return out.getvalue()
+
+
+def refined_params_comments(result: CalibrationResult) -> list[str]:
+    """The ``#`` lines of ``refined_MIDAS_params.txt`` after the keys: σ of every refined parameter, what was
+    not determined and why (old parsers skip comments)."""
+    from .record import not_determined, parameter_rows
+
+    lines = ["standard errors (1 sigma; the covariance is in calibration.json): "
+             + ("none (no final fit)" if result.covariance is None else
+                f"systematic floor {result.systematic_strain * 1e6:.3g} microstrain per point beyond the peak fits")]
+    for row in parameter_rows(result):
+        if row["refined"]:
+            sigma = f"{row['sigma']:.6g}" if math.isfinite(row["sigma"]) else "not-determined"
+            lines.append(f"sigma {row['name']} {sigma} {row['unit']}".rstrip())
+    for item in not_determined(result):
+        lines.append(f"not determined: {item['parameter']}: {item['reason']}")
+    return lines
+
+
+def write_calibration_json(path, result: CalibrationResult, *, inputs=None, extra: dict | None = None) -> None:
+    """``calibration.json``: :func:`midas_ref.record.calibration_record`, written atomically."""
+    import json
+
+    from .record import calibration_record
+
+    write_text_atomic(path, json.dumps(calibration_record(result, inputs=inputs, extra=extra), indent=1,
+                                       allow_nan=False) + "\n")
 
 
 class AutocalLog:
@@ -492,7 +537,7 @@ def calibration_log_header(inputs, *, param_name: str) -> dict:
 
 
 #: Files of a calibrate output set besides ``<image>.corr.csv`` and the figures (replaced as one unit).
-CALIBRATION_SET_NAMES = ("calibrant_screen_out.csv", "autocal.log", "refined_MIDAS_params.txt")
+CALIBRATION_SET_NAMES = ("calibrant_screen_out.csv", "autocal.log", "refined_MIDAS_params.txt", "calibration.json")
 
 
 def write_calibration_outputs(outset, inputs, result: CalibrationResult, *, param_name: str, seconds: float,
@@ -540,10 +585,12 @@ def write_calibration_outputs(outset, inputs, result: CalibrationResult, *, para
     if log:
         write_autocal_log(outset.path("autocal.log"), result,
                           header=calibration_log_header(inputs, param_name=param_name))
+    write_calibration_json(outset.path("calibration.json"), result, inputs=inputs)
     if result.converged:
         loaded = inputs.loaded
         write_refined_params(outset.path("refined_MIDAS_params.txt"), result.geometry,
                              wavelength_angstrom=inputs.wavelength_angstrom, space_group=inputs.space_group,
                              lattice=inputs.lattice, eta_bin_size_deg=settings.eta_bin_deg,
                              skip_frame=inputs.skip_frame, im_trans_opt=list(loaded.im_trans_opt),
-                             bad_px_intensity=inputs.bad_px_intensity, gap_intensity=inputs.gap_intensity)
+                             bad_px_intensity=inputs.bad_px_intensity, gap_intensity=inputs.gap_intensity,
+                             comments=refined_params_comments(result))

@@ -214,6 +214,9 @@ def extract_panel_peaks(image, mask, geometry: Geometry, panels: Panels, ring_r_
         parts.append(pts.select(point_panel_ids(pts.y_px, pts.z_px, panels) == p))
     if not parts:
         return extract_peaks(image, base, geometry, ring_r_um, panels=panels, precise=True, **options)
+    # fits of different panels never share an error: their group ids must not collide
+    offset = np.cumsum([0] + [int(pt.group.max()) + 1 if len(pt) else 0 for pt in parts[:-1]])
+    parts = [replace(pt, group=pt.group + off) for pt, off in zip(parts, offset)]
     return PeakPoints(**{f.name: np.concatenate([getattr(pt, f.name) for pt in parts]) for f in fields(PeakPoints)})
 
 

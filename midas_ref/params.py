@@ -742,7 +742,7 @@ def write_refined_params(path: str | os.PathLike, geometry: Geometry, *, wavelen
                          space_group: int, lattice: Iterable[float], eta_bin_size_deg: float,
                          skip_frame: int = 0, im_trans_opt: Iterable[int] = (0,),
                          bad_px_intensity: float | None = None, gap_intensity: float | None = None,
-                         extra: Mapping[str, object] | None = None) -> ParameterFile:
+                         extra: Mapping[str, object] | None = None, comments: Iterable[str] = ()) -> ParameterFile:
     """Write ``refined_MIDAS_params.txt`` in the legacy key order (spec autocalibrate.md §3.1).
 
     Order: ``Lsd, BC, tx, ty, tz, p0–p3, RhoD, Wavelength, px, RMin 10, RMax 1000, RBinSize 1, EtaMin -180,
@@ -773,6 +773,8 @@ def write_refined_params(path: str | os.PathLike, geometry: Geometry, *, wavelen
         Sentinel pixel values; written only when given.
     extra : mapping, optional
         More keys appended at the end (e.g. ``DataType``, panel keys), as :meth:`ParameterFile.set` does.
+    comments : sequence of str
+        ``#`` lines written after the keys (parsers skip them), e.g. the standard errors.
 
     Returns
     -------
@@ -806,5 +808,6 @@ def write_refined_params(path: str | os.PathLike, geometry: Geometry, *, wavelen
         if pf.has(key):
             raise ValueError(f"extra key {key!r} is already written by write_refined_params")
         pf = pf.set(key, value)
+    pf = ParameterFile((*pf.entries, *(Entry("", "", f" {line}") for line in comments)), pf.path)
     write_parameter_file(pf, path)
     return pf

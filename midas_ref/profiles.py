@@ -23,7 +23,7 @@ from .errors import CalibrationError
 from .geometry import kernel_vector, r_eta_to_pixel
 from .panels import Panels, kernel_tables
 from .profiles_kernels import (ROW_AMPLITUDE, ROW_BACKGROUND, ROW_ETA_RAD, ROW_FWHM_PX, ROW_MU, ROW_N_PIXELS,
-                               ROW_R_UM, ROW_SIGMA_UM, ROW_SNR, ROW_STATUS, ROW_WIDTH)
+                               ROW_GROUP, ROW_R_UM, ROW_SIGMA_UM, ROW_SNR, ROW_STATUS, ROW_WIDTH)
 
 __all__ = ["PeakPoints", "ring_clusters", "extract_peaks", "STATUS_NAMES"]
 
@@ -49,6 +49,9 @@ class PeakPoints:
         Peak height, width (px), Lorentzian fraction, background under the peak, height / residual rms.
     n_pixels : ndarray of int
         Pixels in the fitted bin.
+    group : ndarray of int
+        Points with the same value come from one fit (a crowded run: one common shift in one η bin), so
+        their radial errors are one error, not independent ones; a lone ring's point has a value of its own.
     """
 
     ring: np.ndarray
@@ -63,6 +66,7 @@ class PeakPoints:
     background: np.ndarray
     snr: np.ndarray
     n_pixels: np.ndarray
+    group: np.ndarray
 
     def __len__(self) -> int:
         return int(self.ring.shape[0])
@@ -184,6 +188,7 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         numba.set_parallel_chunksize(chunk)
     res = out.reshape(-1, ROW_WIDTH)
     ring_sorted = np.tile(np.arange(ring_r.size), n_eta)
+    eta_bin = np.repeat(np.arange(n_eta), ring_r.size)
     keep = ((res[:, ROW_STATUS] == _k.OK) & (res[:, ROW_SNR] >= min_snr)
             & (res[:, ROW_SIGMA_UM] <= max_sigma_px * px) & np.isfinite(res[:, ROW_R_UM])
             & np.isfinite(res[:, ROW_ETA_RAD]))
@@ -193,4 +198,5 @@ def extract_peaks(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     return PeakPoints(ring=order[ring_sorted[keep]], r_um=res[:, ROW_R_UM], sigma_r_um=res[:, ROW_SIGMA_UM],
                       eta_deg=eta_deg, y_px=y, z_px=z, amplitude=res[:, ROW_AMPLITUDE],
                       fwhm_px=res[:, ROW_FWHM_PX], mu=res[:, ROW_MU], background=res[:, ROW_BACKGROUND],
-                      snr=res[:, ROW_SNR], n_pixels=res[:, ROW_N_PIXELS].astype(np.int64))
+                      snr=res[:, ROW_SNR], n_pixels=res[:, ROW_N_PIXELS].astype(np.int64),
+                      group=eta_bin[keep] * ring_r.size + res[:, ROW_GROUP].astype(np.int64))

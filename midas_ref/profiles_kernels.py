@@ -41,7 +41,10 @@ ROW_SNR = 6
 ROW_ETA_RAD = 7
 ROW_N_PIXELS = 8
 ROW_STATUS = 9
-ROW_WIDTH = 10
+#: Index (in the sorted ring list) of the first ring of the fit that produced the row: a lone ring's own, a
+#: crowded run's first ring. Rows of one run share one fitted shift, so their errors are one error.
+ROW_GROUP = 10
+ROW_WIDTH = 11
 
 #: With Poisson weighting the first (unweighted) pass only has to seed the weights, so it gets a short cap;
 #: the weighted pass then runs to convergence.
@@ -381,7 +384,8 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
     ``out`` has shape ``(n_eta, n_rings, ROW_WIDTH)``; columns: :data:`ROW_R_UM` fitted radius (µm),
     :data:`ROW_SIGMA_UM` its σ (µm), :data:`ROW_AMPLITUDE`, :data:`ROW_FWHM_PX` (px), :data:`ROW_MU`,
     :data:`ROW_BACKGROUND` (background at the peak), :data:`ROW_SNR` (amplitude / residual rms),
-    :data:`ROW_ETA_RAD` (η mean, rad, weighted by the fitted peak), :data:`ROW_N_PIXELS`, :data:`ROW_STATUS`.
+    :data:`ROW_ETA_RAD` (η mean, rad, weighted by the fitted peak), :data:`ROW_N_PIXELS`, :data:`ROW_STATUS`,
+    :data:`ROW_GROUP` (first ring of the fit: rows with the same value in one η bin share their error).
     """
     n_bins = offsets.shape[0] - 1
     n_clusters = n_bins // n_eta
@@ -435,6 +439,7 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
                                  half_window_px, min_pixels, weighted, out[e, j0 + j:j0 + last + 1])
                     for k in range(j, last + 1):
                         row = out[e, j0 + k]
+                        row[ROW_GROUP] = j0 + j
                         if row[ROW_STATUS] == OK and k == j:
                             gamma_run = min(max(row[ROW_FWHM_PX], 0.5 * gamma0_px), 4.0 * gamma0_px)
                         if row[ROW_STATUS] != TOO_FEW_PIXELS:
@@ -445,6 +450,7 @@ def fit_all_bins(offsets, order, r_all, i_all, eta_all, n_eta, cluster_center, p
             _fit_lone(x_all, is_sorted, perm, order, start, i_all, eta_all, cpx, j, gamma0_px, half_window_px,
                       min_pixels, weighted, out[e, j0 + j])
             row = out[e, j0 + j]
+            row[ROW_GROUP] = j0 + j
             if row[ROW_STATUS] == OK:
                 gamma_run = min(max(row[ROW_FWHM_PX], 0.5 * gamma0_px), 4.0 * gamma0_px)
             if row[ROW_STATUS] != TOO_FEW_PIXELS:

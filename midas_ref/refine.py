@@ -132,7 +132,12 @@ class FitResult:
         corrections as ``"panel 3 dy_px"``.
     std_errors : dict
         Standard error of every refined parameter (same labels and units; the Cartesian distortion pair as
-        ``"p1 cos p3"``, ``"p1 sin p3"``), from the Jacobian at the solution and the residual variance.
+        ``"p1 cos p3"``, ``"p1 sin p3"``) — ``inf`` for a parameter the data do not determine.
+    covariance : ndarray
+        Their covariance (order of ``labels``; NaN rows/columns for undetermined parameters): the sandwich
+        of the points' error model when ``fit_geometry`` got one, else data-only (docs/validation.md).
+    labels : tuple of str
+        Names of the refined parameters (``covariance`` order).
     gauge : dict
         Average/mean panel gauge only: ``"panels"`` (ids of the constrained panels), ``"forms"`` (the linear
         forms at the solution, :func:`gauge_coefficients`), ``"values_px"`` (their values, pixels: ≈ 0).
@@ -147,6 +152,8 @@ class FitResult:
     at_bound: tuple[str, ...]
     std_errors: dict = field(default_factory=dict)
     gauge: dict = field(default_factory=dict)
+    covariance: np.ndarray | None = field(default=None, repr=False)
+    labels: tuple[str, ...] = ()
 
 
 def point_strain(y_px, z_px, tan_two_theta, geometry: Geometry, panels: Panels | None = None):
@@ -524,7 +531,8 @@ class _Model:
 def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, panels: Panels | None = None,
                  free=FREE_DEFAULT, tolerances: Tolerances = Tolerances(), panel_freedom: PanelFreedom | None = None,
                  panel_anchor: Panels | None = None, method: str = "least-squares", robust_scale: float = 0.0,
-                 panel_prior_strain: float | None = None, max_evaluations: int = 20000) -> FitResult:
+                 panel_prior_strain: float | None = None, max_evaluations: int = 20000,
+                 error_model=None) -> FitResult:
     """Refine the free geometry parameters (and panel corrections) so that every point lies on its ring.
 
     Parameters
@@ -557,6 +565,10 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         points beyond it pull with a constant (L1-like) force instead of a growing one — outliers lose their
         grip without any point being dropped outright.
     max_evaluations : int
+    error_model : (sigma_strain, group, systematic_var), optional
+        The points' error model (:mod:`midas_ref.uncertainty`): peak-fit standard errors in strain, the
+        ``PeakPoints.group`` ids and the systematic floor ``s²``. The covariance is then the sandwich of that
+        model (whatever ``weights`` were used); without it, the data-only ``s²·(JᵀWJ)⁻¹``.
 
     Returns
     -------
@@ -635,30 +647,36 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
                      if not (cartesian and k in (model.i1, model.i3))
                      and min(x_best[k] - lo[k], hi[k] - x_best[k]) < 1e-6 * span[k])
     with threadpool_limits(1, user_api="blas"):
-        std_errors = _std_errors(model, x_best)
+        covariance, std_errors = _covariance(model, x_best, error_model)
     gauge = {}
     if model.n_gauge:
         forms = model.gauge_forms(x_best)
         gauge = {"panels": tuple(int(p) for p in model.refined), "forms": forms,
                  "values_px": dict(zip(forms, (float(v) for v in model.gauge_residuals(x_best))))}
     return FitResult(model.geometry_of(x_best), model.panels_of(x_best), model.strains(x_best), model.n_eval,
-                     success, message, at_bound, std_errors, gauge)
+                     success, message, at_bound, std_errors, gauge, covariance, tuple(model.labels))
 
 
-def _std_errors(model: _Model, x) -> dict:
-    """Standard errors from the data alone: ``s²·(JᵀJ)⁻¹`` with the Jacobian of the point residuals (the weak
-    prior left out, so a direction the rings cannot see gets an infinite error instead of the prior's width).
+def _covariance(model: _Model, x, error_model=None) -> tuple[np.ndarray, dict]:
+    """Covariance of the refined parameters (model labels) and their standard errors.
 
-    In the average gauge the covariance is that of the constrained problem: ``N (Nᵀ JᵀJ N)⁻¹ Nᵀ`` with ``N`` a
-    basis of the directions the gauge forms leave free (a common shift of the panels and the beam centre,
-    undetermined together, is determined once the mean shift is held at zero)."""
+    Without ``error_model``: from the data alone, ``s²·(JᵀWJ)⁻¹`` with the residual variance ``s²`` of the
+    weighted point residuals. With ``error_model = (sigma_strain, group, systematic_var)`` (the points' error
+    model, :mod:`midas_ref.uncertainty`): the sandwich ``A·B·A``, ``A = (JᵀWJ)⁻¹``, with the meat ``B`` of
+    :func:`~midas_ref.uncertainty.covariance_meat` — the peak-fit errors, one error per crowded run, plus the
+    systematic floor.
+
+    The weak prior on panel corrections is left out (a direction the rings cannot see gets an infinite error
+    instead of the prior's width). In the average gauge the covariance is that of the constrained problem:
+    ``A = N (Nᵀ JᵀWJ N)⁻¹ Nᵀ`` with ``N`` a basis of the directions the gauge forms leave free (a common shift
+    of the panels and the beam centre, undetermined together, is determined once the mean shift is held at
+    zero). A parameter with any share in a direction the data do not determine gets an infinite variance."""
     n = model.y.size
     res = model.residuals(x)[:n]
     dof = n - x.size + model.n_gauge
     if dof <= 0:
-        return {}
+        return np.full((x.size, x.size), np.nan), {}
     jac = model.jacobian(x)[:n]
-    s2 = float(res @ res) / dof
     # scale columns to unit norm so the eigenvalue cut compares like with like
     norm = np.sqrt(np.sum(jac * jac, axis=0))
     norm[norm == 0] = 1.0
@@ -671,10 +689,25 @@ def _std_errors(model: _Model, x) -> dict:
     js = (jac / norm) @ basis
     lam, vec = np.linalg.eigh(js.T @ js)
     null = lam <= max(lam.max(), 0.0) * 1e-12
-    weights = np.zeros_like(lam)
-    np.divide(1.0, lam, out=weights, where=~null)
+    inv_lam = np.zeros_like(lam)
+    np.divide(1.0, lam, out=inv_lam, where=~null)
     vec = basis @ vec
-    var = (vec ** 2 @ weights) * s2 / norm ** 2
-    # a parameter with any share in an undetermined direction has no finite error
-    var[(vec[:, null] ** 2).sum(axis=1) > 1e-12] = np.inf
-    return {label: float(math.sqrt(var[k])) for k, label in enumerate(model.labels)}
+    bread = (vec * inv_lam) @ vec.T / np.outer(norm, norm)  # (JᵀWJ)⁻¹ on the determined directions
+    if error_model is None:
+        cov = bread * (float(res @ res) / dof)
+    else:
+        from .uncertainty import covariance_meat
+
+        sigma, group, systematic_var = error_model
+        sqrt_w = model.sqrt_w
+        safe = np.where(sqrt_w > 0, sqrt_w, 1.0)
+        jac_strain = jac / safe[:, None]
+        meat = covariance_meat(jac_strain, sqrt_w ** 2, sigma, group, systematic_var)
+        cov = bread @ meat @ bread
+    var = np.diag(cov).copy()
+    undetermined = (vec[:, null] ** 2).sum(axis=1) > 1e-12
+    var[undetermined] = np.inf
+    cov[undetermined, :] = np.nan
+    cov[:, undetermined] = np.nan
+    np.fill_diagonal(cov, var)
+    return cov, {label: float(math.sqrt(max(var[k], 0.0))) for k, label in enumerate(model.labels)}

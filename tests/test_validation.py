@@ -317,7 +317,8 @@ def test_command_line_compare(tiny_run, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "synthetic/small512/poisson/s1/near | CONVERGED" in captured.out
-    assert "BETTER (1)" in captured.out and "err_lsd_um: 10 →" in captured.out
+    # the doctored metric is the one certain change (run times may differ on a busy machine)
+    assert "synthetic/small512/poisson/s1/near  err_lsd_um: 10 →" in captured.out.split("BETTER (", 1)[1]
     assert (tmp_path / "v" / "compare.txt").read_text().startswith("compared with")
     check_report(tmp_path / "v", tmp_path / "v" / "results.sqlite")
 
