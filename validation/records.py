@@ -85,6 +85,11 @@ def geometry_errors(g, truth, *, tilts: bool = True, distortion: bool = True) ->
     return {k: float(v) for k, v in e.items()}
 
 
+#: Fit label → the suffix of its ``sigma_*`` metric (the ``err_*`` metric has the same suffix).
+SIGMA_LABELS = {"lsd_um": "lsd_um", "bc_y_px": "bc_y_px", "bc_z_px": "bc_z_px", "ty_deg": "ty_deg", "tz_deg": "tz_deg",
+                "p0": "p0", "p2": "p2", "p4": "p4"}
+
+
 def result_metrics(result, seconds: float) -> dict:
     """Fitted geometry, strain, counts and per-stage times of a :class:`~midas_ref.autocal.CalibrationResult`."""
     m = geometry_values(result.geometry)
@@ -93,6 +98,10 @@ def result_metrics(result, seconds: float) -> dict:
              iterations=len(result.iterations), n_excluded_rings=len(result.excluded_rings))
     for stage, value in result.timings.items():
         m[f"time_{stage}_s"] = float(value)
+    # standard errors of the refined parameters (only the determined ones: a metric must be finite)
+    for label, sigma in getattr(result, "std_errors", {}).items():
+        if label in SIGMA_LABELS and math.isfinite(sigma):
+            m[f"sigma_{SIGMA_LABELS[label]}"] = float(sigma)
     m["time_calibrate_s"] = float(seconds)
     return {k: float(v) for k, v in m.items()}
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from midas_ref.detector import Geometry
 
 __all__ = ["Case", "NOISE_LEVELS", "STARTS", "EXTRA_SCENARIOS", "SUITES", "synthetic_config", "start_guess",
-           "suite_cases", "crlb_seed_cases"]
+           "suite_cases", "crlb_seed_cases", "coverage_seed_cases", "COVERAGE_SCENARIOS"]
 
 
 @dataclass(frozen=True, order=True)
@@ -35,7 +35,7 @@ class Case:
 
     Parameters
     ----------
-    kind : {"synthetic", "legacy", "real", "crlb", "peer"}
+    kind : {"synthetic", "legacy", "real", "crlb", "peer", "coverage"}
     name : str
         Scenario name (synthetic, crlb, peer) or folder name (legacy, real).
     noise : str
@@ -45,7 +45,8 @@ class Case:
     start : str
         Start of :data:`STARTS` (synthetic, peer).
     n_seeds : int
-        crlb: number of seeds whose synthetic cases are compared with the bound.
+        crlb: number of seeds whose synthetic cases are compared with the bound; coverage: number of seeds
+        whose errors are compared with their reported standard errors.
     """
 
     kind: str
@@ -60,8 +61,8 @@ class Case:
         """Stable identifier, the key of a case across runs (``synthetic/ge2048/poisson/s1/near``)."""
         if self.kind in ("synthetic", "peer"):
             return f"{self.kind}/{self.name}/{self.noise}/s{self.seed}/{self.start}"
-        if self.kind == "crlb":
-            return f"crlb/{self.name}/{self.noise}/s{self.seed}-{self.seed + self.n_seeds - 1}"
+        if self.kind in ("crlb", "coverage"):
+            return f"{self.kind}/{self.name}/{self.noise}/s{self.seed}-{self.seed + self.n_seeds - 1}"
         return f"{self.kind}/{self.name}"
 
     def describe(self) -> dict:
@@ -106,9 +107,28 @@ def _ge2048_nodist():
                    description=cfg.description.replace(", p0–p3 distortion", "") + ", no distortion")
 
 
+def _small_pilatus():
+    """487 × 619 × 172 µm (a Pilatus 300K-like sensor) at 250 mm, beam off centre, larger tilts, no distortion.
+
+    A second small geometry for the error-bar coverage: other pixel size and shape, rings cut by the edges on
+    one side, narrower peaks with more Lorentzian tail.
+    """
+    from simulate import PeakShape, scenario
+
+    cfg = scenario("ge2048")
+    geometry = Geometry(lsd_um=250_000.0, bc_y_px=201.3, bc_z_px=288.6, px_um=172.0, n_pixels_y=487,
+                        n_pixels_z=619, ty_deg=-1.1, tz_deg=0.8)
+    return replace(cfg, geometry=geometry, peak=PeakShape(fwhm_px=2.0, lorentz_fraction=0.5),
+                   response=replace(cfg.response, dtype="float32"), name="small_pilatus",
+                   description="487 × 619 × 172 µm, CeO2 at 71.7 keV, Lsd 250 mm, beam off centre, tilts "
+                               "−1.1°/0.8°, no distortion, float32")
+
+
 #: Scenarios of the harness beside the simulator presets.
 EXTRA_SCENARIOS = {"small512": _small512, "small512_nodist": lambda: _small512(False),
-                   "ge2048_nodist": _ge2048_nodist}
+                   "ge2048_nodist": _ge2048_nodist, "small_pilatus": _small_pilatus}
+#: (scenario, seeds) of the full suite's error-bar coverage: ≥ 200 Poisson images over several geometries.
+COVERAGE_SCENARIOS = (("small512", 70), ("small512_nodist", 70), ("small_pilatus", 70))
 
 
 def synthetic_config(name: str, noise: str, seed: int):
@@ -143,6 +163,11 @@ def start_guess(truth: Geometry, start: str) -> tuple[float | None, tuple[float,
     return truth.lsd_um * factor, (truth.bc_y_px + dy, truth.bc_z_px + dz)
 
 
+def coverage_seed_cases(coverage: Case) -> list[Case]:
+    """The synthetic cases whose errors and reported σ a ``coverage`` case gathers (near start)."""
+    return [Case("synthetic", coverage.name, coverage.noise, coverage.seed + k, "near") for k in range(coverage.n_seeds)]
+
+
 def crlb_seed_cases(crlb: Case) -> list[Case]:
     """The synthetic cases whose errors a ``crlb`` case is compared with (same scenario and noise)."""
     return [Case("synthetic", crlb.name, crlb.noise, crlb.seed + k, "near") for k in range(crlb.n_seeds)]
@@ -154,7 +179,8 @@ SUITES = {
              "golden, real GE 41RT + Pilatus 1M (cpf), CRLB of small512 over 4 seeds, pyFAI on small512_nodist",
     "full": "ge2048 × 4 noise levels × 3 seeds × 3 starts, varex2880/pilatus2m/dexela4/offset_bc × 2 noise "
             "levels, every legacy golden, every real data set with a geometry, CRLB of small512 (10 seeds) and "
-            "ge2048 (3 seeds), pyFAI on small512_nodist and ge2048_nodist, pytest-benchmark suites",
+            "ge2048 (3 seeds), pyFAI on small512_nodist and ge2048_nodist, error-bar coverage over 210 Poisson images "
+            "(small512, small512_nodist, small_pilatus × 70 seeds), pytest-benchmark suites",
 }
 
 
@@ -188,6 +214,10 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
         cases += [Case("real", name) for name in REAL_DATASETS]
         cases += [Case("peer", name, noise, seed, "near") for name in ("small512_nodist", "ge2048_nodist")
                   for noise in ("noisefree", "poisson")]
+        for name, n_seeds in COVERAGE_SCENARIOS:
+            coverage = Case("coverage", name, "poisson", seed, n_seeds=n_seeds)
+            cases.append(coverage)
+            cases += [c for c in coverage_seed_cases(coverage) if c not in cases]
     else:
         raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
     for c in crlb:

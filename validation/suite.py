@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .coverage import attach_coverage
 from .crlb import attach_crlb
 from .environment import code_version, machine_info
 from .gates import evaluate_gates
@@ -129,6 +130,8 @@ def run_validation(suite: str = "quick", out_dir: str | Path = "validation-out",
     for r in records:
         if r["kind"] == "crlb" and r["status"] == "DONE":
             attach_crlb(r, by_id)
+        if r["kind"] == "coverage" and r["status"] == "DONE":
+            attach_coverage(r, by_id)
     for r in records:
         r["gates"] = evaluate_gates(r)
     bench = []
