@@ -379,16 +379,23 @@ def panel_settings_from_params(pf: ParameterFile, optimizer: str = "least-square
     """:class:`~midas_ref.panel_refine.PanelSettings` from the manual §7 keys.
 
     ``nIterations`` absent means up to 5 cycles (its key-table default) instead of the legacy single pass,
-    which re-used peaks extracted in the uncorrected frame; ``PanelGauge`` absent means ``fixed``, the legacy
-    FixPanelID gauge and the only one the Nelder–Mead optimiser supports (docs/geometry.md §6.2: ``mean``
-    is the same fit re-expressed, ``average`` an experimental constraint); ``Width`` (the legacy ring half-window,
+    which re-used peaks extracted in the uncorrected frame; ``PanelGauge`` absent means ``mean`` (zero mean
+    shift: the global geometry is the mean panel), or ``fixed`` (the legacy FixPanelID gauge, the same fit
+    re-expressed) when the file names a ``FixPanelID`` or with the Nelder–Mead optimiser, which supports no other (docs/geometry.md §6.2; ``average``
+    is a constraint that costs fit quality); ``Width`` (the legacy ring half-window,
     µm; the orchestrator writes 1000, far too wide for a fit) is capped at 12 px.
     """
     from .panel_refine import PanelSettings
     from .refine import PANEL_GAUGES, PanelFreedom
 
     px = float(pf.get("px"))
-    gauge = str(pf.get("PanelGauge")).strip().lower()
+    given = pf.get("PanelGauge", None)
+    # absent: the mean panel is the global geometry, unless the file names a FixPanelID (a legacy file asks for
+    # the legacy gauge) or the Nelder–Mead optimiser runs (it supports only the fixed gauge)
+    if given is not None:
+        gauge = str(given).strip().lower()
+    else:
+        gauge = "fixed" if optimizer == "nelder-mead" or pf.has("FixPanelID") else "mean"
     if gauge not in PANEL_GAUGES:
         raise ParameterFileError(f"PanelGauge must be 'average' (the global geometry is the average detector), "
                                  f"'mean' (zero mean panel shift only) or 'fixed' (FixPanelID holds still), got {pf.get('PanelGauge')!r}", pf.path,

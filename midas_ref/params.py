@@ -176,10 +176,10 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("PanelGapsZ", int, None, description="NPanelsZ − 1 gaps between panels along Z, pixels (absent: 0)"),
     _k("PanelShiftsFile", str, description="Per-panel corrections file (ID dY dZ dTheta dLsd dP2)"),
     _k("FixPanelID", int, 1, 0, "Panel held fixed (PanelGauge fixed)"),
-    _k("PanelGauge", str, 1, "fixed", "Gauge of the panel corrections: fixed = FixPanelID holds still (legacy, "
-       "default); mean = zero mean shift, the global geometry is the mean panel (the same fit, re-expressed); "
-       "average = also zero net dilation and rotation (experimental: a constraint, not a gauge — it costs fit "
-       "quality, docs/geometry.md §6.2)"),
+    _k("PanelGauge", str, 1, None, "Gauge of the panel corrections: mean = zero mean shift and rotation, the "
+       "global geometry is the mean panel (the default); fixed = FixPanelID holds still (legacy; the same fit "
+       "expressed with another BC; the default when the file gives FixPanelID or with --optimizer nelder-mead); "
+       "average = also zero net dilation (a constraint, not a gauge: it costs fit quality, docs/geometry.md §6.2)"),
     _k("PerPanelLsd", int, 1, 0, "1 = refine a per-panel Lsd offset"),
     _k("PerPanelDistortion", int, 1, 0, "1 = refine a per-panel p2 offset"),
     # --- integration keys of refined_MIDAS_params.txt (read by downstream integrators)

@@ -73,8 +73,8 @@ class PanelFreedom:
     fix_panel_id : int
         ``FixPanelID``: in the ``fixed`` gauge the anchor panel, none of whose corrections are refined (a
         common shift of every panel is the beam centre; one panel holds still to break that degeneracy).
-    gauge : {"fixed", "mean", "average"}
-        ``PanelGauge`` (docs/geometry.md §6.2), default ``fixed``. ``average`` (experimental): every panel with enough points is refined and the
+    gauge : {"mean", "fixed", "average"}
+        ``PanelGauge`` (docs/geometry.md §6.2), default ``mean``. ``average`` (experimental): every panel with enough points is refined and the
         corrections are constrained to zero mean shift, zero net radial dilation and zero net rotation about
         the beam (tangential projection), and zero mean dθ when rotations are refined — the global Lsd, BC
         and tilts are those of the average detector. The dilation and the shift-only rotation are *not* exact
@@ -99,7 +99,7 @@ class PanelFreedom:
     lsd_um: float = 0.0
     p2: float = 0.0
     min_points: int = 1
-    gauge: str = "fixed"
+    gauge: str = "mean"
 
     def __post_init__(self):
         if self.gauge not in PANEL_GAUGES:

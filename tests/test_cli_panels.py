@@ -160,7 +160,7 @@ def test_bad_input_is_one_clear_line(case, needle, sim_dir, tmp_path, capsys):
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def test_default_gauge_is_the_legacy_fixed_panel():
+def test_a_legacy_file_with_fix_panel_id_keeps_the_fixed_gauge():
     from midas_ref.inputs import panel_settings_from_params
     from midas_ref.params import parse_parameter_text
 

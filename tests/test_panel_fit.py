@@ -177,8 +177,15 @@ def test_nelder_mead_keeps_the_fixed_gauge():
                      panel_freedom=PanelFreedom(gauge="mean"), method="nelder-mead")
 
 
-def test_default_panel_gauge_is_the_legacy_fixed_panel():
-    assert PanelFreedom().gauge == "fixed"
+def test_default_panel_gauge_is_the_mean_panel():
+    """The library default and the parameter file's (PanelGauge absent, least-squares) are one: ``mean``."""
+    from midas_ref.inputs import panel_settings_from_params
+    from midas_ref.params import parse_parameter_text
+
+    assert PanelFreedom().gauge == "mean"
+    pf = parse_parameter_text("px 172\n", "p.txt")
+    assert panel_settings_from_params(pf).freedom.gauge == "mean"
+    assert panel_settings_from_params(pf, "nelder-mead").freedom.gauge == "fixed"
 
 
 def test_panel_gauge_is_checked():
