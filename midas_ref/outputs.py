@@ -448,6 +448,14 @@ def panel_report_text(result, *, settings=None, seconds: float = math.nan) -> st
     for label in getattr(result, "at_bound", ()):
         out.write(f"WARNING: {label} ended at its search bound (start ± tolerance): widen the tolerance, or the "
                   "rings do not determine it\n")
+    held = getattr(result, "held", ())
+    if held:
+        panels = sorted({int(part.split()[1]) for direction in held for part in direction.split(" ↔ ")
+                         if part.startswith("panel ")})
+        out.write(f"NOT DETERMINED: {len(held)} combinations of the corrections of panels "
+                  f"{' '.join(map(str, panels))} (a panel's rotation about its centre against its tangential "
+                  "shift, geometry.md §6.1): the rings fix each to no better than a quarter of its tolerance, so "
+                  "each is held at its start value; σ = inf above where a correction has a share in one\n")
     out.write("*******************Copy to par*******************\n")
     out.write(f"Lsd {g.lsd_um:0.12f}\nBC {g.bc_y_px:0.12f} {g.bc_z_px:0.12f}\nty {g.ty_deg:0.12f}\n"
               f"tz {g.tz_deg:0.12f}\np0 {g.p0:0.12f}\np1 {g.p1:0.12f}\np2 {g.p2:0.12f}\np3 {g.p3_deg:0.12f}\n"

@@ -33,6 +33,7 @@ from .panels import Panels, panel_index_map, point_panel_ids
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, PanelFreedom, Tolerances, fit_geometry, point_strain
 from .rings import Ring
+from .uncertainty import point_sigma_strain, point_weights, systematic_variance
 from .strain import (PANEL_CONVERGED_STRAIN_CHANGE, PANEL_SEM_FRACTION, clip_outliers, emit_progress,
                      legacy_strain_statistics, strain_change_tolerance)
 
@@ -165,6 +166,9 @@ class PanelResult:
     gauge_forms : dict
         ``average``/``mean``: the constrained panels, the gauge's linear forms and their values at the
         result (:attr:`midas_ref.refine.FitResult.gauge`).
+    held : tuple of str
+        Combinations of panel corrections the rings do not determine (e.g. a panel's rotation about its
+        centre against its tangential shift), held at their start values (:attr:`midas_ref.refine.FitResult.held`).
     timings : dict
         Seconds: extraction, fit.
     """
@@ -188,6 +192,7 @@ class PanelResult:
     at_bound: tuple[str, ...] = ()
     gauge: str = "fixed"
     gauge_forms: dict = field(default_factory=dict)
+    held: tuple[str, ...] = ()
 
 
 #: A panel whose dY or dZ standard error is above this (pixels) is reported as poorly constrained.
@@ -218,6 +223,11 @@ def extract_panel_peaks(image, mask, geometry: Geometry, panels: Panels, ring_r_
     offset = np.cumsum([0] + [int(pt.group.max()) + 1 if len(pt) else 0 for pt in parts[:-1]])
     parts = [replace(pt, group=pt.group + off) for pt, off in zip(parts, offset)]
     return PeakPoints(**{f.name: np.concatenate([getattr(pt, f.name) for pt in parts]) for f in fields(PeakPoints)})
+
+
+def _normalised(w: np.ndarray) -> np.ndarray:
+    """Weights scaled to mean 1 (the robust loss scale and the panel prior are in strain units)."""
+    return w / w.mean()
 
 
 def _weights(ring_index, r_um, settings: PanelSettings) -> np.ndarray:
@@ -280,7 +290,7 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         # overlapping windows are fitted jointly: make every pair closer than the separation overlap
         half_window = max(half_window, 0.5 * settings.doublet_separation_px + fwhm)
     timings = {"extraction": 0.0, "fit": 0.0}
-    records, candidates, prev, noise = [], [], None, None
+    records, candidates, prev, noise, systematic_var = [], [], None, None, None
     for iteration in range(1, settings.n_iterations + 1):
         t_it = time.perf_counter()
         max_r = default_rho_d_um(geom.bc_y_px, geom.bc_z_px, geom.n_pixels_y, geom.n_pixels_z, geom.px_um)
@@ -298,7 +308,12 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
             raise CalibrationError(f"no rings found: only {len(points)} ring peaks could be fitted "
                                    f"at iteration {iteration}")
         tt = np.degrees(tth_all[points.ring])
-        w = _weights(points.ring, points.r_um, settings)
+        legacy_w = _weights(points.ring, points.r_um, settings)
+        sigma = point_sigma_strain(points)
+        # first fit: the error model's weights with the previous cycle's systematic floor (equal weights in the
+        # first cycle, when the floor is not known yet and the residuals are dominated by the panels' offsets)
+        w = legacy_w if systematic_var is None else _normalised(legacy_w * point_weights(sigma, points.group,
+                                                                                          systematic_var))
         t0 = time.perf_counter()
         fit_args = dict(panels=pan, free=settings.free, tolerances=settings.tolerances,
                         panel_freedom=settings.freedom, panel_anchor=panels, method=settings.optimizer,
@@ -311,14 +326,19 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
         keep = clip_outliers(fit.strain)
         res_sigma = 1.4826 * float(np.median(np.abs(fit.strain[keep] - np.median(fit.strain[keep]))))
         noise = res_sigma
+        n_params = len(fit.labels)
+        systematic_var = systematic_variance(fit.strain[keep], sigma[keep], points.group[keep], n_params)
+        w = _normalised(legacy_w * point_weights(sigma, points.group, systematic_var))
         if settings.optimizer == "least-squares":
             fit = fit_geometry(points.y_px, points.z_px, tt, fit.geometry, weights=w,
                                robust_scale=max(3.0 * res_sigma, 1e-8), panel_prior_strain=res_sigma,
-                               **dict(fit_args, panels=fit.panels))
+                               error_model=(sigma, points.group, systematic_var), **dict(fit_args, panels=fit.panels))
             keep = clip_outliers(fit.strain)
         else:
             fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, weights=w[keep],
-                               panel_prior_strain=res_sigma, **dict(fit_args, panels=fit.panels))
+                               panel_prior_strain=res_sigma, error_model=(sigma[keep], points.group[keep],
+                                                                          systematic_var),
+                               **dict(fit_args, panels=fit.panels))
         timings["fit"] += time.perf_counter() - t0
         geom, pan = fit.geometry, fit.panels
         strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, pan)
@@ -359,4 +379,4 @@ def refine_panels(image: np.ndarray, mask: np.ndarray | None, geometry: Geometry
     return PanelResult(rec.geometry, rec.panels, points, tt, strain, outlier, all_rings, len(tuple(rings)),
                        rec.mean_strain, rec.std_strain, rec.iteration, tuple(records), std_errors,
                        tuple(poorly), unrefined, timings, tuple(fit.at_bound), settings.freedom.gauge,
-                       dict(fit.gauge))
+                       dict(fit.gauge), tuple(fit.held))

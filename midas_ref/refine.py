@@ -138,6 +138,9 @@ class FitResult:
         of the points' error model when ``fit_geometry`` got one, else data-only (docs/validation.md).
     labels : tuple of str
         Names of the refined parameters (``covariance`` order).
+    held : tuple of str
+        Combinations of panel corrections the rings did not determine, held at their start values
+        (``hold_undetermined``), each as the labels that make it up.
     gauge : dict
         Average/mean panel gauge only: ``"panels"`` (ids of the constrained panels), ``"forms"`` (the linear
         forms at the solution, :func:`gauge_coefficients`), ``"values_px"`` (their values, pixels: ≈ 0).
@@ -154,6 +157,7 @@ class FitResult:
     gauge: dict = field(default_factory=dict)
     covariance: np.ndarray | None = field(default=None, repr=False)
     labels: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
 
 
 def point_strain(y_px, z_px, tan_two_theta, geometry: Geometry, panels: Panels | None = None):
@@ -187,6 +191,15 @@ _TABLE_COLUMN = {"dy_px": PT_DY, "dz_px": PT_DZ, "dlsd_um": PT_DLSD, "dp2": PT_D
 #: Weight of the average-gauge constraint rows: a violation of v px costs as much as every point being off
 #: by ``GAUGE_WEIGHT``·v px (1e-4 px ↔ 1 px per point), far above any pull of the data (docs/geometry.md §6.2).
 GAUGE_WEIGHT = 1e4
+
+#: A combination of panel corrections whose standard error (from the rings) exceeds this fraction of its
+#: search half-width is *undetermined*: it is held at its start value (the minimum-norm solution), never
+#: left for noise or systematic residuals to drag to a bound. The typical case is a panel's rotation about
+#: its centre traded against its tangential shift (docs/geometry.md §6.1).
+UNDETERMINED_FRACTION = 0.25
+#: A parameter whose share in a held direction is at least this fraction of the direction's largest
+#: component is reported undetermined (infinite standard error).
+HELD_SHARE = 0.1
 
 
 def gauge_coefficients(layout, refined, bc_y_px: float, bc_z_px: float, kinds=("dy_px", "dz_px"),
@@ -379,6 +392,9 @@ class _Model:
         kind_names = [kind for kind, _ in self.kinds]
         self.gauge = self.prior_scale is not None and freedom.gauge != "fixed"
         self.n_gauge = 0
+        self.n_hold = 0
+        self.hold_matrix = np.zeros((0, self.x0.size))
+        self.hold_scale = 0.0
         if self.gauge:
             self.kind_slot = {kind: k for k, kind in enumerate(kind_names)}
             self.gauge_name = freedom.gauge
@@ -487,20 +503,23 @@ class _Model:
         parts = [res, self.prior_scale * (x[self.n_global:] - self.centre[self.n_global:])]
         if self.n_gauge:
             parts.append(self.gauge_scale * self.gauge_residuals(x))
+        if self.n_hold:
+            parts.append(self.hold_scale * (self.hold_matrix @ (x - self.x0)))
         return np.concatenate(parts)
 
     def jacobian(self, x) -> np.ndarray:
         """Central-difference Jacobian of :meth:`residuals`, one grouped perturbation per panel kind."""
         m = x.size
-        n_rows = self.y.size + (m - self.n_global + self.n_gauge if self.prior_scale is not None else 0)
+        n_rows = self.y.size + (m - self.n_global + self.n_gauge + self.n_hold if self.prior_scale is not None else 0)
         jac = np.zeros((n_rows, m))
         if self.prior_scale is not None:
             jac[self.y.size + np.arange(m - self.n_global), np.arange(self.n_global, m)] = self.prior_scale
-        g0 = n_rows - self.n_gauge
+        h0 = n_rows - self.n_hold
+        g0 = h0 - self.n_gauge
         if self.n_gauge:
             # exact in the panel corrections; the beam-centre columns (the directions û) by the differences below
-            jac[g0:] = self.gauge_scale * self.gauge_matrix(x)
-            jac[g0:, :self.n_global] = 0.0
+            jac[g0:h0] = self.gauge_scale * self.gauge_matrix(x)
+            jac[g0:h0, :self.n_global] = 0.0
 
         def diff(delta):
             xp = np.clip(x + delta, self.lo, self.hi)
@@ -514,7 +533,7 @@ class _Model:
             d, h = diff(delta)
             jac[:self.y.size, j] = d[:self.y.size] / h[j] if h[j] > 0 else 0.0
             if self.n_gauge and j in self.i_gauge_global and h[j] > 0:
-                jac[g0:, j] = d[g0:] / h[j]
+                jac[g0:h0, j] = d[g0:h0] / h[j]
         n = self.refined.size
         rows = np.flatnonzero(self.point_slot >= 0)
         for k in range(len(self.kinds)):
@@ -525,14 +544,49 @@ class _Model:
             cols = first + self.point_slot[rows]
             hh = h[cols]
             jac[rows, cols] = np.where(hh > 0, d[rows] / np.where(hh > 0, hh, 1.0), 0.0)
+        if self.n_hold:
+            jac[h0:] = self.hold_scale * self.hold_matrix
         return jac
+
+    # -- directions the data do not determine ---------------------------------------------------------
+    def undetermined_directions(self, x, noise: float) -> np.ndarray:
+        """Unit directions (rows, in parameter space) the point rows and gauge rows cannot fix to better than
+        :data:`UNDETERMINED_FRACTION` of the parameters' tolerances (the noise ``noise`` per weighted residual).
+
+        Directions are found in parameters scaled by their tolerances (so a direction's length is in units of
+        the search box); the prior rows are left out, since they exist only to hold such directions.
+        """
+        n = self.y.size
+        jac = self.jacobian(x)
+        rows = [jac[:n]]
+        if self.n_gauge:
+            h0 = jac.shape[0] - self.n_hold
+            rows.append(jac[h0 - self.n_gauge:h0])
+        span = np.maximum(self.hi - self.centre, 1e-300)
+        js = np.vstack(rows) * span
+        lam, vec = np.linalg.eigh(js.T @ js)
+        sigma = noise / np.sqrt(np.maximum(lam, 1e-300))
+        weak = vec[:, sigma > UNDETERMINED_FRACTION]
+        # only directions within the panel corrections: the global parameters have their own tolerances
+        # and at_bound checks, and an undetermined global direction fails the fit
+        weak = weak[:, np.sum(weak[:self.n_global] ** 2, axis=0) < 0.5]
+        return (weak / span[:, None]).T
+
+    def hold(self, directions: np.ndarray, noise: float) -> None:
+        """Hold ``directions`` (rows of :meth:`undetermined_directions`: ``row·(x − x0)`` is in units of the
+        search half-widths) at the start values from now on, by strong residual rows: a violation of 1e-4 of
+        the half-width costs as much as one residual at the noise level ``noise``."""
+        d = np.asarray(directions, dtype=np.float64).reshape(-1, self.x0.size)
+        self.hold_matrix = d
+        self.n_hold = d.shape[0]
+        self.hold_scale = 1e4 * max(noise, 1e-300)
 
 
 def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, panels: Panels | None = None,
                  free=FREE_DEFAULT, tolerances: Tolerances = Tolerances(), panel_freedom: PanelFreedom | None = None,
                  panel_anchor: Panels | None = None, method: str = "least-squares", robust_scale: float = 0.0,
                  panel_prior_strain: float | None = None, max_evaluations: int = 20000,
-                 error_model=None) -> FitResult:
+                 error_model=None, hold_undetermined: bool = True) -> FitResult:
     """Refine the free geometry parameters (and panel corrections) so that every point lies on its ring.
 
     Parameters
@@ -565,6 +619,10 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         points beyond it pull with a constant (L1-like) force instead of a growing one — outliers lose their
         grip without any point being dropped outright.
     max_evaluations : int
+    hold_undetermined : bool
+        Least squares with panel corrections: combinations of panel corrections the rings fix to no better
+        than :data:`UNDETERMINED_FRACTION` of their tolerances are held at their start values (listed in
+        ``FitResult.held``) and the fit repeated.
     error_model : (sigma_strain, group, systematic_var), optional
         The points' error model (:mod:`midas_ref.uncertainty`): peak-fit standard errors in strain, the
         ``PeakPoints.group`` ids and the systematic floor ``s²``. The covariance is then the sandwich of that
@@ -614,6 +672,22 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
                                 tr_solver="exact", loss="soft_l1" if robust_scale > 0 else "linear",
                                 f_scale=robust_scale if robust_scale > 0 else 1.0)
         x_best, success, message = sol.x, bool(sol.success), str(sol.message)
+        if model.prior_scale is not None and hold_undetermined:
+            # directions of the panel corrections the rings do not fix are held at their start values (the
+            # minimum-norm solution) and the fit is repeated, instead of letting the weak prior and any
+            # systematic residual decide where in the search box they end
+            n_pts = y.size
+            noise = float(np.sqrt(np.mean(model.residuals(x_best)[:n_pts] ** 2)))
+            weak = model.undetermined_directions(x_best, noise)
+            if weak.shape[0]:
+                model.hold(weak, noise)
+                with threadpool_limits(1, user_api="blas"):
+                    sol = least_squares(model.residuals, np.clip(model.x0, lo, hi), jac=model.jacobian,
+                                        bounds=(lo, hi), method="trf", x_scale="jac", xtol=1e-14, ftol=1e-14,
+                                        gtol=1e-14, max_nfev=max_evaluations, tr_solver="exact",
+                                        loss="soft_l1" if robust_scale > 0 else "linear",
+                                        f_scale=robust_scale if robust_scale > 0 else 1.0)
+                x_best, success, message = sol.x, bool(sol.success), str(sol.message)
     else:
         import nlopt
 
@@ -653,8 +727,15 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         forms = model.gauge_forms(x_best)
         gauge = {"panels": tuple(int(p) for p in model.refined), "forms": forms,
                  "values_px": dict(zip(forms, (float(v) for v in model.gauge_residuals(x_best))))}
+    held = tuple(_direction_text(row, model.labels) for row in model.hold_matrix)
     return FitResult(model.geometry_of(x_best), model.panels_of(x_best), model.strains(x_best), model.n_eval,
-                     success, message, at_bound, std_errors, gauge, covariance, tuple(model.labels))
+                     success, message, at_bound, std_errors, gauge, covariance, tuple(model.labels), held)
+
+
+def _direction_text(row, labels) -> str:
+    """A held direction as the labels that make it up, e.g. ``"panel 21 dy_px ↔ panel 21 dtheta_deg"``."""
+    size = np.abs(np.asarray(row)) / max(float(np.abs(row).max()), 1e-300)
+    return " ↔ ".join(labels[k] for k in np.argsort(-size) if size[k] >= 0.3)
 
 
 def _covariance(model: _Model, x, error_model=None) -> tuple[np.ndarray, dict]:
@@ -681,8 +762,11 @@ def _covariance(model: _Model, x, error_model=None) -> tuple[np.ndarray, dict]:
     norm = np.sqrt(np.sum(jac * jac, axis=0))
     norm[norm == 0] = 1.0
     basis = np.eye(x.size)
-    if model.n_gauge:
-        a = model.gauge_matrix(x) / norm
+    # held directions are constraints of the fit, and undetermined by the data: the other directions' errors
+    # are computed with them held, and every parameter with a share in them is reported undetermined below
+    constraints = ([model.gauge_matrix(x)] if model.n_gauge else []) + ([model.hold_matrix] if model.n_hold else [])
+    if constraints:
+        a = np.vstack(constraints) / norm
         _, sv, vt = np.linalg.svd(a)
         rank = int(np.sum(sv > sv.max() * 1e-12))
         basis = vt[rank:].T
@@ -706,6 +790,9 @@ def _covariance(model: _Model, x, error_model=None) -> tuple[np.ndarray, dict]:
         cov = bread @ meat @ bread
     var = np.diag(cov).copy()
     undetermined = (vec[:, null] ** 2).sum(axis=1) > 1e-12
+    for row in model.hold_matrix:
+        share = np.abs(row) / max(float(np.abs(row).max()), 1e-300)
+        undetermined |= share >= HELD_SHARE
     var[undetermined] = np.inf
     cov[undetermined, :] = np.nan
     cov[:, undetermined] = np.nan

@@ -104,10 +104,12 @@ def test_mean_gauge_leaves_no_common_shift(sim_dir, tmp_path, capsys):
     layout = panel_layout_from_params(read_parameter_file(params))
     fitted = read_panel_shifts(tmp_path / "out" / "shifts.txt", layout)
     movable = [s for s in fitted.shifts if s.id not in (11, 12)]  # 11, 12 carry no ring
-    # no panel is held still, and the corrections have no common shift left (weighted mean: the fit's own
-    # forms; the plain mean is within the modules' spread of it)
+    # no panel is held still, and the corrections have no common shift left (the zero is the fit's
+    # information-weighted mean; the plain mean differs from it by about the standard error of a mean of
+    # the modules' shifts, std/√n ≈ 0.1 px here, against 0.45 px per module)
     assert all(abs(s.dy_px) + abs(s.dz_px) > 0 for s in movable)
-    assert abs(np.mean([s.dy_px for s in movable])) < 0.05 and abs(np.mean([s.dz_px for s in movable])) < 0.05
+    for values in ([s.dy_px for s in movable], [s.dz_px for s in movable]):
+        assert abs(np.mean(values)) < np.std(values) / np.sqrt(len(values))
 
 
 def test_corrections_at_their_bounds_are_warned_one_line_each(sim_dir, tmp_path, capsys):

@@ -127,9 +127,11 @@ def test_panel_gauges_hold_their_constraints_and_the_mean_gauge_is_exact(gauge, 
         assert np.max(np.abs(fit.strain)) < 1e-9
         assert np.isfinite(fit.std_errors["bc_y_px"]) and np.isfinite(fit.std_errors["panel 0 dy_px"])
     else:
-        # the per-panel rotation null modes (§6.1) leave the tangential placement to the weak prior, whose pull
-        # against the tilt ellipticity leaves the radii off by 0.02 µε (measured 2.4e-8)
-        assert np.max(np.abs(fit.strain)) < 1e-7
+        # the per-panel rotation null modes (§6.1) are held at their start (the rings fix them to no better
+        # than a quarter of their tolerance: FitResult.held); what the tilt ellipticity sees of them is then
+        # left as misfit: the radii are off by at most 0.25 µε (measured 2.5e-7; 2.4e-8 when the weak prior
+        # alone held them, at the price of panel shifts ending on their bounds on noisy data)
+        assert fit.held and np.max(np.abs(fit.strain)) < 5e-7
     assert abs(g.lsd_um - TRUTH.lsd_um) < 0.1
 
 
