@@ -197,7 +197,8 @@ class CalibrationResult:
         Distortion terms refined in the final geometry (``"p0"``, ``"p1"`` — with its phase p3 —, ``"p2"``,
         ``"p4"``); the others kept their start values.
     distortion_reason : str
-        Why those terms: the selection's verdict and test, or "as given by the tolerances".
+        Why those terms, one line starting with "distortion" or "no distortion": the selection's verdict and
+        test, or "fitted as given".
     distortion_selections : tuple of DistortionSelection
         Every selection made (the first distortion fit, the check on the converged points), with its tests.
     """
@@ -590,10 +591,10 @@ def _distortion_reason(settings: CalibrationSettings, candidates, terms, selecti
     if not candidates:
         return "no distortion fitted: every distortion tolerance (tolP, tolP0–tolP4) is 0"
     if not settings.select_distortion:
-        return (f"fitted as given: {terms_text(terms)} (the parameter file sets tolP, tolP0–tolP4 or "
-                "DistortionOrder, so no selection)")
+        return (f"distortion fitted as given: {terms_text(terms)} (no selection: the parameter file sets tolP, "
+                "tolP0–tolP4 or DistortionOrder)")
     if not final_stage or not selections:
-        return "the distortion stage was not reached"
+        return "distortion: the distortion stage was not reached"
     text = selections[-1].summary()
     if len(selections) > 1 and set(selections[0].terms) != set(selections[-1].terms):
         text += (f"; revised on the converged points of iteration {selections[-1].iteration} (the first "

@@ -109,7 +109,7 @@ def summary_text(result: CalibrationResult) -> str:
     out.write(f"  strain     mean {result.mean_strain * 1e6:.2f} µε, std {result.std_strain * 1e6:.2f} µε over "
               f"{int((~result.outlier).sum())} points on {len(set(result.points.ring[~result.outlier].tolist()))} rings\n")
     if result.distortion_reason:
-        out.write(f"  distortion {', '.join(result.distortion_terms) or 'none'}: {result.distortion_reason}\n")
+        out.write(f"  {result.distortion_reason}\n")
     if result.excluded_rings:
         out.write(f"  rejected rings: {' '.join(map(str, result.excluded_rings))}\n")
     for warning in result.warnings:
