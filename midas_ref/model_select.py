@@ -15,9 +15,9 @@ isotropic terms trade against the distance. :func:`select_distortion_terms` keep
    (:func:`white_strain_variance`, its lower 95 % confidence bound).
 
 Why the second test: the F-test counts every point as an independent unit, but systematic residuals are
-correlated over whole modules and rings. On the real Pilatus 1M (hundreds of µε of module pattern over ~400
-points) every term passes the F-test at p < 1e-5 while explaining less than a tenth of the systematic
-variance; the fitted terms then move Lsd by ~120 ppm. A term that explains less than the structured residual
+correlated over whole modules and rings. On the real Pilatus 1M (~300 µε rms of module pattern over ~420
+points) p0, p1 and p2 each pass the F-test at p < 1e-4 while explaining a tenth of the systematic variance or
+less; fitted, they move Lsd from +96 to +218 ppm of the shipped PONI's. A term that explains less than the structured residual
 left beside it cannot be told apart from (and may be a projection of) the effects the model is known to miss;
 one that explains more is the dominant structure of the misfit. Cross-validation does not solve this: the
 module pattern repeats on every ring (leave-one-ring-out keeps every term on the Pilatus 1M), and a
