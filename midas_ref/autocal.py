@@ -569,6 +569,10 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     if status == "CONVERGED" and fit.at_bound:
         status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(fit.at_bound)
                                     + " (start too far off, or tolerances too tight)")
+    if status == "CONVERGED" and _one_ring_note(idx[points.ring][keep]):
+        # one ring fixes R = Lsd·tan 2θ but not which ring it is (the distance), and its ellipse trades the
+        # tilts against p0; with p0–p3 always free that degeneracy used to end on a search bound
+        status, reason = "FAILED", "the geometry rests on a single ring"
     if status == "FAILED":
         reason += _one_ring_note(idx[points.ring][keep])
     # report only the rings that fall on the detector at the final distance
