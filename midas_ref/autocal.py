@@ -9,7 +9,10 @@
 3. refinement loop: every iteration re-extracts the ring peaks **in the frame of the latest geometry**
    (so the answer does not depend on the start), fits the geometry with outlier points clipped, and
    frees parameters in stages (Lsd + BC → + tilts → + distortion) so a poor start cannot send the
-   distortion terms astray;
+   distortion terms astray. Unless told otherwise (``select_distortion``), the first distortion fit starts
+   from every term (p0, p1/p3, p2, p4) and keeps those the points support
+   (:func:`midas_ref.model_select.select_distortion_terms`: an F-test *and* a comparison with the systematic
+   residual level); the choice is checked again on the converged points, and revised once if they disagree;
 4. ring rejection (MultFactor): a ring is dropped from the geometry fit when its mean |strain| exceeds
    ``MultFactor`` × the median ring's, exceeds ``StoppingStrain`` (a ring already within the target is
    fine), *and* its mean offset is significant (> 4 standard errors) — the legacy rule alone kept dropping
@@ -37,10 +40,11 @@ import numpy as np
 from . import guess as _guess
 from .detector import Geometry, default_rho_d_um
 from .errors import CalibrationError
+from .model_select import DISTORTION_TERMS, DistortionSelection, select_distortion_terms, terms_text
 from .panels import Panels
 from .preprocess import median_background, threshold_image
 from .profiles import PeakPoints, extract_peaks
-from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain
+from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain, refined_parameters
 from .rings import Ring
 from .uncertainty import point_sigma_strain, point_weights, systematic_variance
 from .strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, clip_outliers, emit_progress,
@@ -91,9 +95,16 @@ class CalibrationSettings:
         reaching into it widen it, see profiles_kernels).
     tolerances : Tolerances
     distortion_order : {4, 6}
-        6 adds p4 (ρ⁶) to the fit.
+        With ``select_distortion`` False: 6 adds p4 (ρ⁶) to the fit.
     fit_distortion : bool
-        False keeps p0–p3 at their start values.
+        False keeps p0–p4 at their start values.
+    select_distortion : bool
+        True (default): the distortion stage starts from every term whose tolerance is non-zero (p0, p1 with
+        p3, p2 and p4, whatever ``distortion_order``) and keeps only those the ring points support
+        (:func:`midas_ref.model_select.select_distortion_terms`); dropped terms keep their start values.
+        False: p0–p3 (and p4 with ``distortion_order`` 6) are fitted as the tolerances say. ``midas-ref
+        calibrate`` sets it False when the parameter file gives ``tolP``, ``tolP0``–``tolP4`` or
+        ``DistortionOrder`` (:func:`midas_ref.inputs.calibration_inputs`).
     min_snr : float
         Peaks below this height / noise ratio are ignored.
     rings_to_exclude : tuple of int
@@ -114,6 +125,7 @@ class CalibrationSettings:
     tolerances: Tolerances = Tolerances()
     distortion_order: int = 4
     fit_distortion: bool = True
+    select_distortion: bool = True
     min_snr: float = 3.0
     rings_to_exclude: tuple[int, ...] = ()
 
@@ -173,7 +185,8 @@ class CalibrationResult:
         Mean and population std of |strain| over the inlier points.
     iterations : tuple of IterationRecord
     timings : dict
-        Seconds per stage: background, guess, extraction, fit.
+        Seconds per stage: background, guess, extraction, fit (the geometry fits of the loop), selection (the
+        fits of the distortion-term selection).
     guess : dict
         How the start was found (centre, distance, peaks…).
     background, binary : ndarray or None
@@ -192,6 +205,14 @@ class CalibrationResult:
         ``label → standard error`` (``inf``: not determined by the data).
     systematic_strain : float
         The systematic floor ``s`` (strain) the final misfit implies beyond the peak-fit errors (0: none).
+    distortion_terms : tuple of str
+        Distortion terms refined in the final geometry (``"p0"``, ``"p1"`` — with its phase p3 —, ``"p2"``,
+        ``"p4"``); the others kept their start values.
+    distortion_reason : str
+        Why those terms, one line starting with "distortion" or "no distortion": the selection's verdict and
+        test, or "fitted as given".
+    distortion_selections : tuple of DistortionSelection
+        Every selection made (the first distortion fit, the check on the converged points), with its tests.
     """
 
     status: str
@@ -215,6 +236,9 @@ class CalibrationResult:
     covariance: np.ndarray | None = field(default=None, repr=False)
     std_errors: dict = field(default_factory=dict)
     systematic_strain: float = math.nan
+    distortion_terms: tuple[str, ...] = ()
+    distortion_reason: str = ""
+    distortion_selections: tuple[DistortionSelection, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -390,7 +414,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     rings = tuple(rings)
     if not rings:
         raise CalibrationError("the ring table is empty (all rings excluded?)")
-    timings = {"background": 0.0, "guess": 0.0, "extraction": 0.0, "fit": 0.0}
+    timings = {"background": 0.0, "guess": 0.0, "extraction": 0.0, "fit": 0.0, "selection": 0.0}
     background = binary = None
     thr = math.nan
     if start is None:
@@ -405,8 +429,37 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         fwhm = 3.0
     half_window = settings.half_window_px or max(5.0, 2.5 * fwhm)
     anchor = geom
-    final_stage = list(STAGES[-1]) + (["p4"] if settings.distortion_order == 6 else [])
-    stages = [STAGES[0], STAGES[1], tuple(final_stage) if settings.fit_distortion else STAGES[1]]
+    base_free = STAGES[1]
+    if not settings.fit_distortion:
+        candidates, selecting = (), False
+    elif settings.select_distortion:
+        candidates = tuple(t for t in DISTORTION_TERMS if refined_parameters(DISTORTION_TERMS[t], settings.tolerances))
+        selecting = bool(candidates)
+    else:
+        given = FREE_DEFAULT + (("p4",) if settings.distortion_order == 6 else ())
+        candidates, selecting = tuple(t for t in DISTORTION_TERMS
+                                      if refined_parameters(DISTORTION_TERMS[t], settings.tolerances)
+                                      and set(DISTORTION_TERMS[t]) <= set(given)), False
+    terms = candidates  # the final stage's terms: every candidate until a selection says otherwise
+
+    def final_free(kept) -> tuple[str, ...]:
+        names = {name for t in kept for name in DISTORTION_TERMS[t]}
+        return base_free + tuple(name for name in FREE_DEFAULT + ("p4",) if name in names and name not in base_free)
+
+    stages = [STAGES[0], STAGES[1], final_free(terms)]
+    selections: list[DistortionSelection] = []
+    rechecked = False
+    model_start = 0  # first record of the final stage's current set of terms
+
+    def select(iteration, y, z, tt_deg, eta, ring_nr, start_geometry):
+        t_select = time.perf_counter()
+        selection = select_distortion_terms(y, z, tt_deg, eta, ring_nr, start_geometry, base_free=base_free,
+                                            candidates=candidates, held=anchor, tolerances=settings.tolerances,
+                                            panels=panels, eta_bin_deg=settings.eta_bin_deg)
+        selection = replace(selection, iteration=iteration)
+        selections.append(selection)
+        timings["selection"] += time.perf_counter() - t_select
+        return selection
     max_r = default_rho_d_um(geom.bc_y_px, geom.bc_z_px, base.n_pixels_y, base.n_pixels_z, base.px_um)
     tth_all = np.radians([ring.two_theta_deg for ring in rings])
     excluded: list[int] = [int(n) for n in settings.rings_to_exclude]
@@ -442,19 +495,28 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
             keep = np.ones(len(points), dtype=bool)  # the result describes these points, not the previous set
             break
         tt = np.degrees(tth_all[ring_of_point])
-        t0 = time.perf_counter()
+        t0, t_selection = time.perf_counter(), timings["selection"]
         # weights from the peak errors, one error per crowded run, and the systematic floor of the last fit
         sigma = point_sigma_strain(points)
         fit = fit_geometry(points.y_px, points.z_px, tt, replace(anchor, **{k: getattr(geom, k) for k in free}),
                            weights=point_weights(sigma, points.group, systematic_var), panels=panels, free=free,
                            tolerances=settings.tolerances, method=settings.optimizer)
         keep = clip_outliers(fit.strain)
+        second_start = fit.geometry
+        selected_now = None
+        if selecting and stage == len(stages) - 1 and not selections:
+            # the first distortion fit: which terms do these points support?
+            selected_now = select(iteration, points.y_px[keep], points.z_px[keep], tt[keep], points.eta_deg[keep],
+                                  ring_of_point[keep], fit.geometry)
+            terms = selected_now.terms
+            free = stages[-1] = final_free(terms)
+            second_start = selected_now.fit.geometry
         error_model = (sigma[keep], points.group[keep], systematic_var)
-        fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], fit.geometry, panels=panels, free=free,
+        fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], second_start, panels=panels, free=free,
                            weights=point_weights(*error_model), tolerances=settings.tolerances,
                            method=settings.optimizer, error_model=error_model)
         systematic_var = systematic_variance(fit.strain, sigma[keep], points.group[keep], len(fit.labels))
-        timings["fit"] += time.perf_counter() - t0
+        timings["fit"] += time.perf_counter() - t0 - (timings["selection"] - t_selection)
         new = fit.geometry
         tan_tt = np.tan(np.radians(tt))
         s_new = point_strain(points.y_px, points.z_px, tan_tt, new, panels)
@@ -467,7 +529,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
 
         change = moved(geom)
         # a short cycle (the point set flickering between nearly equal solutions) counts as settled
-        cycle = min((moved(rec.geometry) for rec in records[-4:-1] if rec.stage == stage), default=math.inf)
+        cycle = min((moved(records[k].geometry) for k in range(max(len(records) - 4, model_start), len(records) - 1)
+                     if records[k].stage == stage), default=math.inf)
         geom = new
         s_all = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
         inl = np.abs(s_all[keep])
@@ -475,6 +538,8 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
                                        float(inl.mean()), float(inl.std()), geom, tuple(excluded),
                                        time.perf_counter() - t_it))
         emit_progress(progress, "iteration", record=records[-1], change=change)
+        if selected_now is not None:
+            emit_progress(progress, "distortion", selection=selected_now)
         if stage < len(stages) - 1:
             # early stages only bring the windows onto the rings: one pass each
             stage += 1
@@ -494,6 +559,19 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
             excluded.extend(new_bad)
             emit_progress(progress, "rings_rejected", rings=tuple(new_bad))
             continue
+        if selecting and not rechecked:
+            # the choice made on the first distortion fit's points, checked on the converged ones (once: a
+            # revision is final)
+            rechecked = True
+            check = select(iteration, points.y_px[keep], points.z_px[keep], tt[keep], points.eta_deg[keep],
+                           ring_of_point[keep], geom)
+            emit_progress(progress, "distortion", selection=check)
+            if set(check.terms) != set(terms):
+                terms = check.terms
+                stages[-1] = final_free(terms)
+                geom = replace(anchor, **{k: getattr(check.fit.geometry, k) for k in stages[-1]})
+                model_start = len(records)
+                continue
         status, reason = "CONVERGED", ""
         break
     if points is None or fit is None:
@@ -522,6 +600,10 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     if status == "CONVERGED" and at_bound:
         status, reason = "FAILED", ("parameters ended on their search bounds: " + ", ".join(at_bound)
                                     + " (start too far off, or tolerances too tight)")
+    if status == "CONVERGED" and _one_ring_note(idx[points.ring][keep]):
+        # one ring fixes R = Lsd·tan 2θ but not which ring it is (the distance), and its ellipse trades the
+        # tilts against p0; with p0–p3 always free that degeneracy used to end on a search bound
+        status, reason = "FAILED", "the geometry rests on a single ring"
     if status == "FAILED":
         reason += _one_ring_note(idx[points.ring][keep])
     # report only the rings that fall on the detector at the final distance
@@ -533,4 +615,24 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     return CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
                              mean_strain, std_strain, tuple(records), timings, guess_info, background,
                              binary, thr, tuple(warnings), fit.labels, fit.covariance, dict(fit.std_errors),
-                             math.sqrt(systematic_var))
+                             math.sqrt(systematic_var), terms if stage == len(stages) - 1 else (),
+                             _distortion_reason(settings, candidates, terms, selections, stage == len(stages) - 1),
+                             tuple(selections))
+
+
+def _distortion_reason(settings: CalibrationSettings, candidates, terms, selections, final_stage: bool) -> str:
+    """Why the final geometry refines ``terms`` (:attr:`CalibrationResult.distortion_reason`)."""
+    if not settings.fit_distortion:
+        return "no distortion fitted (fit_distortion off)"
+    if not candidates:
+        return "no distortion fitted: every distortion tolerance (tolP, tolP0–tolP4) is 0"
+    if not settings.select_distortion:
+        return (f"distortion fitted as given: {terms_text(terms)} (no selection: the parameter file sets tolP, "
+                "tolP0–tolP4 or DistortionOrder)")
+    if not final_stage or not selections:
+        return "distortion: the distortion stage was not reached"
+    text = selections[-1].summary()
+    if len(selections) > 1 and set(selections[0].terms) != set(selections[-1].terms):
+        text += (f"; revised on the converged points of iteration {selections[-1].iteration} (the first "
+                 f"distortion fit, iteration {selections[0].iteration}, kept {terms_text(selections[0].terms)})")
+    return text

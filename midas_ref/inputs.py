@@ -41,7 +41,7 @@ __all__ = ["CalibrationInputs", "calibration_inputs", "PanelInputs", "panel_inpu
            "check_panel_layout_fits", "panel_shifts_locations", "panel_layout_or_error", "CalibrationPanelJob",
            "calibration_panel_job",
            "tolerances_from_params", "calibrant_rings", "data_files", "load_series", "SeriesImage",
-           "CALIBRATION_RING_REACH", "PANEL_RING_REACH"]
+           "CALIBRATION_RING_REACH", "PANEL_RING_REACH", "DISTORTION_CHOICE_KEYS"]
 
 #: Ring list of a calibration: rings out to this many detector diagonals at 0.15 × the distance hint, so
 #: that the distance search (down to 0.05 m from a 1 m default) never runs out of rings to match.
@@ -49,6 +49,11 @@ CALIBRATION_RING_REACH = (2.0, 0.15)
 #: Ring list of a panel refinement (the distance is known): 1.5 detector diagonals at the refined distance,
 #: enough for a beam centre anywhere on the detector.
 PANEL_RING_REACH = (1.5, 1.0)
+
+#: Parameter-file keys that fix the distortion model of a calibration: when the file gives any of them, the terms
+#: are fitted as its tolerances say (``CalibrationSettings.select_distortion`` False); otherwise the calibration
+#: keeps only the terms the ring points support (:func:`midas_ref.model_select.select_distortion_terms`).
+DISTORTION_CHOICE_KEYS = ("tolP", "tolP0", "tolP1", "tolP2", "tolP3", "tolP4", "DistortionOrder")
 
 Say = Callable[[str], None]
 
@@ -298,7 +303,8 @@ def calibration_inputs(data_path: str | os.PathLike, param_path: str | os.PathLi
         ``no_median``, ``max_iterations``, ``optimizer``); absent or None = the class default.
         ``lsd_guess_um`` falls back to the parameter file's Lsd, ``bc_guess_px`` to its BC; a beam-centre
         guess of (0, 0) means "detect" (AutoCalibrateZarr). Tolerances, DistortionOrder and
-        RingsToExclude come from the parameter file.
+        RingsToExclude come from the parameter file; ``select_distortion`` defaults to True unless the file
+        gives one of :data:`DISTORTION_CHOICE_KEYS` (then the distortion is fitted as given).
 
     Returns
     -------
@@ -362,6 +368,7 @@ def calibration_inputs(data_path: str | os.PathLike, param_path: str | os.PathLi
         bc_guess = None
     options["bc_guess_px"] = tuple(bc_guess) if bc_guess is not None else (
         tuple(pf.get("BC")) if pf.has("BC") else None)
+    options.setdefault("select_distortion", not any(pf.has(key) for key in DISTORTION_CHOICE_KEYS))
     rings = calibrant_rings(space_group, lattice, wavelength, shape=(rows, cols), px_um=px,
                             lsd_um=options.get("lsd_guess_um") or 1e6, reach=CALIBRATION_RING_REACH)
     calibration_settings = autocal.CalibrationSettings(

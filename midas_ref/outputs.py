@@ -126,6 +126,8 @@ def summary_text(result: CalibrationResult) -> str:
                      if result.systematic_strain > 0 else "") + "; n.d. = not determined by the data)\n")
     out.write(f"  strain     mean {result.mean_strain * 1e6:.2f} µε, std {result.std_strain * 1e6:.2f} µε over "
               f"{int((~result.outlier).sum())} points on {len(set(result.points.ring[~result.outlier].tolist()))} rings\n")
+    if result.distortion_reason:
+        out.write(f"  {result.distortion_reason}\n")
     if result.excluded_rings:
         out.write(f"  rejected rings: {' '.join(map(str, result.excluded_rings))}\n")
     for warning in result.warnings:
@@ -166,7 +168,8 @@ class AutocalLog:
     """``autocal.log``, written line by line while the run goes (each line with its own time, flushed).
 
     The command line streams it (``header`` at the start, ``guess`` once the first geometry is known,
-    ``iteration`` after every fit, ``finish`` with the outcome), so a run that is killed still shows how far
+    ``iteration`` after every fit, ``distortion`` after each choice of distortion terms, ``finish`` with the
+    outcome), so a run that is killed still shows how far
     it got; :func:`write_autocal_log` writes the same lines from a finished result.
 
     Parameters
@@ -207,6 +210,14 @@ class AutocalLog:
                   f"MeanStrain {rec.mean_strain:.6e} StdStrain {rec.std_strain:.6e} points {rec.n_points} "
                   f"rings {rec.n_rings} excluded [{' '.join(map(str, rec.excluded_rings))}] ({rec.seconds:.2f} s)")
 
+    def distortion(self, selection) -> None:
+        """A distortion-term selection (:class:`~midas_ref.model_select.DistortionSelection`): the verdict, the
+        noise split and every test with its statistic and threshold."""
+        first, *rest = selection.report_lines()
+        self.line(f"iteration {selection.iteration} {first}")
+        for text in rest:
+            self.line(text)
+
     def finish(self, result: CalibrationResult) -> None:
         """The outcome and the summary of :func:`summary_text`."""
         level = "INFO" if result.converged else "ERROR"
@@ -232,6 +243,9 @@ def write_autocal_log(path, result: CalibrationResult, *, header: dict) -> None:
         log.guess(result.guess)
         for rec in result.iterations:
             log.iteration(rec)
+            for selection in result.distortion_selections:
+                if selection.iteration == rec.iteration:
+                    log.distortion(selection)
         log.finish(result)
 
 

@@ -134,15 +134,16 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("tolTilts", float, 1, 3.0, "Search half-width for ty, tz, degrees"),
     _k("tolBC", float, 1, 20.0, "Search half-width for BC, pixels"),
     _k("tolLsd", float, 1, 15000.0, "Search half-width for Lsd, µm"),
-    _k("tolP", float, 1, 2e-3, "Search half-width for p0–p2 (dimensionless)"),
+    _k("tolP", float, 1, 2e-3, "Search half-width for p0–p2 (dimensionless); in calibrate, giving it (or any "
+       "tolP0–tolP4, DistortionOrder) fits the distortion as given instead of choosing the terms from the data"),
     _k("tolP0", float, fallback="tolP", description="Search half-width for p0; absent or 0 → tolP"),
     _k("tolP1", float, fallback="tolP", description="Search half-width for p1; absent or 0 → tolP"),
     _k("tolP2", float, fallback="tolP", description="Search half-width for p2; absent or 0 → tolP"),
     _k("tolP3", float, 1, 45.0, "Search half-width for p3, degrees; absent → 45 as CalibrantOMP "
        "(CalibrantPanelShiftsOMP quirk P5: tolP, which freezes p3)"),
     # the manual's default 0 stands for "use tolP", as CalibrantPanelShiftsOMP reads it
-    _k("tolP4", float, 1, 0.0, "Search half-width for p4 (refined only with DistortionOrder 6); absent or 0 → "
-       "tolP", fallback="tolP"),
+    _k("tolP4", float, 1, 0.0, "Search half-width for p4 (refined with DistortionOrder 6, or when calibrate "
+       "chooses the terms from the data); absent or 0 → tolP", fallback="tolP"),
     _k("tolP5", float, 1, 0.0, "Parsed and ignored: p5 is modelled but never refined"),
     _k("tolShifts", float, 1, 1.0, "Search half-width for panel dY, dZ, pixels"),
     _k("tolRotation", float, 1, 0.0, "Search half-width for panel dTheta, degrees; 0 = not refined"),
@@ -166,7 +167,8 @@ KEY_TABLE: tuple[KeySpec, ...] = (
     _k("NormalizeRingWeights", int, 1, 0, "1 = each ring weighs the same in the objective"),
     _k("WeightByRadius", int, 1, 0, "1 = weight points by R/Rmax"),
     _k("OutlierIterations", int, 1, 1, "Sigma-clipping passes"),
-    _k("DistortionOrder", int, 1, 4, "4 = p0–p3; 6 adds p4 (CalibrantPanelShiftsOMP ignores it)"),
+    _k("DistortionOrder", int, 1, 4, "4 = p0–p3; 6 adds p4 (CalibrantPanelShiftsOMP ignores it); in calibrate, "
+       "giving it fits the distortion as given instead of choosing the terms from the data"),
     # --- multi-panel detectors
     _k("NPanelsY", int, 1, 0, "Panels along Y; 0 = monolithic detector"),
     _k("NPanelsZ", int, 1, 0, "Panels along Z; 0 = monolithic detector"),

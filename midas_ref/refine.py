@@ -33,8 +33,8 @@ from .geometry import SERIAL_BELOW, kernel_vector, pixel_to_r_eta
 from .kernel_layout import PT_COS, PT_DLSD, PT_DP2, PT_DY, PT_DZ, PT_SIN
 from .panels import Panels, kernel_tables, point_panel_ids
 
-__all__ = ["Tolerances", "PanelFreedom", "FitResult", "point_strain", "fit_geometry", "gauge_coefficients",
-           "gauge_values", "FREE_DEFAULT", "PANEL_GAUGES"]
+__all__ = ["Tolerances", "PanelFreedom", "FitResult", "point_strain", "fit_geometry", "refined_parameters",
+           "gauge_coefficients", "gauge_values", "FREE_DEFAULT", "PANEL_GAUGES"]
 
 #: ``PanelGauge`` values (docs/geometry.md §6.2): ``average`` (the global geometry is the average detector: zero
 #: mean shift, net dilation and net rotation of the panels), ``mean`` (only the exact gauge: zero mean shift —
@@ -172,6 +172,16 @@ def _tolerance(name: str, tol: Tolerances) -> float:
     return {"lsd_um": tol.lsd_um, "bc_y_px": tol.bc_px, "bc_z_px": tol.bc_px, "ty_deg": tol.tilts_deg,
             "tz_deg": tol.tilts_deg, "tx_deg": tol.tilts_deg, "p0": tol.p0, "p1": tol.p1, "p2": tol.p2,
             "p3_deg": tol.p3_deg, "p4": tol.p4, "p5": tol.p5}[name]
+
+
+def refined_parameters(free, tolerances: Tolerances) -> tuple[str, ...]:
+    """The geometry fields of ``free`` that :func:`fit_geometry` actually refines under ``tolerances``.
+
+    A zero tolerance fixes its parameter (legacy ``tolP 0`` switches the distortion fit off), and p3 is only
+    the phase of p1: it goes with it.
+    """
+    return tuple(name for name in free if _tolerance(name, tolerances) > 0
+                 and not (name == "p3_deg" and tolerances.p1 <= 0))
 
 
 #: Central-difference steps: ~1e-6 of the parameter's natural scale, far above rounding (strains are
@@ -646,10 +656,7 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         # off on exact points, against 0.08 px in the fixed gauge)
         raise CalibrationError("the legacy Nelder–Mead optimiser keeps the fixed panel gauge: use PanelGauge "
                                "fixed (FixPanelID) with it, or the least-squares optimiser")
-    # a zero tolerance fixes the parameter (legacy "tolP 0" switches the distortion fit off); p3 is only a
-    # phase of p1 and goes with it
-    free = tuple(name for name in free if _tolerance(name, tolerances) > 0
-                 and not (name == "p3_deg" and tolerances.p1 <= 0))
+    free = refined_parameters(free, tolerances)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)
     cartesian = method == "least-squares" and "p1" in free and "p3_deg" in free
     model = _Model(y, z, tan_tth, np.sqrt(w), start, free, tolerances, panels, panel_freedom, cartesian,

@@ -67,6 +67,45 @@ def test_small_image_fully_automatic(small_noise_free):
     g = res.geometry
     pair = lambda geo: geo.p1 * np.exp(1j * np.radians(geo.p3_deg))  # noqa: E731  (p1, p3) ≡ (−p1, p3 ± 180°)
     assert abs(g.p0 - 3e-4) < 5e-6 and abs(g.p2 - 2e-4) < 5e-6 and abs(pair(g) - pair(cfg.geometry)) < 1e-5
+    # the distortion the image has is kept (p4, which it has not, is dropped), on both looks at the points
+    assert res.distortion_terms == ("p0", "p1", "p2") and g.p4 == 0.0
+    assert [sel.terms for sel in res.distortion_selections] == [("p0", "p1", "p2")] * 2
+    assert "kept p0, p1, p2, dropped p4" in res.distortion_reason
+
+
+@pytest.fixture(scope="module")
+def small_no_distortion():
+    cfg = small_config(noise=True, seed=8, p0=0.0, p1=0.0, p2=0.0, p3_deg=0.0)
+    return cfg, simulate(cfg).image.astype(np.float64)
+
+
+def test_no_distortion_image_gets_no_terms(small_no_distortion):
+    """Poisson image without distortion: the selection keeps no term (every F-test or the systematic-level
+    comparison rejects), and the geometry is as good as the tolP 0 fit."""
+    cfg, image = small_no_distortion
+    res = calibrate(image, None, base_of(cfg.geometry), rings_for(cfg))
+    assert res.converged, res.reason
+    g = res.geometry
+    assert res.distortion_terms == () and (g.p0, g.p1, g.p2, g.p4) == (0.0, 0.0, 0.0, 0.0)
+    assert "kept none" in res.distortion_reason
+    final = res.distortion_selections[-1]
+    assert final.candidates == ("p0", "p1", "p2", "p4") and all(not t.passed for t in final.tests[-1:])
+    err = errors(g, cfg.geometry)
+    assert err["lsd_um"] < 2.0 and err["bc_px"] < 0.005 and err["tilt_deg"] < 0.003, err
+
+
+def test_explicit_distortion_is_fitted_as_given(small_no_distortion):
+    """select_distortion False (an explicit tolP/DistortionOrder in the parameter file): p0–p3 are fitted on
+    the same image, whether or not the points support them."""
+    cfg, image = small_no_distortion
+    res = calibrate(image, None, base_of(cfg.geometry), rings_for(cfg),
+                    settings=CalibrationSettings(select_distortion=False))
+    assert res.converged, res.reason
+    g = res.geometry
+    assert res.distortion_terms == ("p0", "p1", "p2") and res.distortion_selections == ()
+    assert "fitted as given" in res.distortion_reason
+    assert g.p0 != 0.0 and g.p1 != 0.0 and g.p2 != 0.0 and g.p4 == 0.0  # fitted (to noise: |p| ≲ 1e-5)
+    assert max(abs(g.p0), abs(g.p1), abs(g.p2)) < 2e-5
 
 
 def test_nelder_mead_agrees_with_least_squares(small_noise_free):

@@ -78,6 +78,24 @@ def test_outputs_and_their_formats(sim_dir, tmp_path, capsys):
         assert (out / f"CeO2_000001.tif_{name}.png").stat().st_size > 10_000
     log = (out / "autocal.log").read_text()
     assert "iteration 1" in log and "status CONVERGED" in log
+    # the distortion choice (no tolP key in the simulator's file): verdict, test statistics and thresholds
+    assert log.count("distortion terms selected from the data: kept p0, p1, p2, dropped p4") == 3  # 2 checks + summary
+    assert "model p0+p1+p2+p4 without p4: F = " in log and "vs α = 0.001" in log and "vs ≥ 1 → p4 " in log
+    assert "lower bound (used)" in log
+    assert "  distortion terms selected from the data: kept p0, p1, p2, dropped p4" in stdout
+
+
+@pytest.mark.parametrize("extra, selected", [("", True), ("tolP 0.002\n", False), ("tolP2 1e-4\n", False),
+                                             ("tolP3 10\n", False), ("DistortionOrder 4\n", False),
+                                             ("tolLsd 5000\n", True)])
+def test_explicit_distortion_keys_switch_the_selection_off(sim_dir, tmp_path, extra, selected):
+    """Any of tolP, tolP0–tolP4, DistortionOrder in the parameter file: the distortion is fitted as given."""
+    from midas_ref.inputs import calibration_inputs
+
+    params = tmp_path / "params.txt"
+    params.write_text((sim_dir / "params.txt").read_text() + "\n" + extra)
+    inputs = calibration_inputs(sim_dir / "CeO2_000001.tif", params)
+    assert inputs.settings.select_distortion is selected
 
 
 def test_failed_run_writes_no_refined_parameters(sim_dir, tmp_path, capsys):

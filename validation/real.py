@@ -5,7 +5,9 @@ compared with its shipped geometry, converted as its PROVENANCE.md says:
 
 * pyFAI PONI files made in Dioptas describe the up-down flipped image: we calibrate with ``-ImTransOpt 2``
   and convert the PONI with :func:`midas_ref.convert.poni_to_midas` (pixel-centre beam centre, distance
-  along the beam). PONIs carry no distortion, so ours runs with ``tolP 0`` (compare like with like).
+  along the beam). PONIs carry no distortion; ours runs with the default distortion model, which keeps only
+  the terms the points support (:mod:`midas_ref.model_select`: none on the Pilatus 1M images, whose residuals
+  are module systematics) — the run a user gets without any ``tolP`` key.
 * HEXRD geometries (panel centre translation t, exponential-map tilt ω, beam along −Z): the direct beam
   meets the panel where ``R(ω)·[x, y, 0] + t = [0, 0, −L]``; x, y → pixel (row, column) with
   x = (j + ½)·p − cols·p/2, y = rows·p/2 − (i + ½)·p; MIDAS BC = (j, i), Lsd = L
@@ -152,11 +154,11 @@ REAL_DATASETS = {
         "HEXRD geometry (ge_wppf.h5 instrument/detectors/ge3)", quick=True),
     "pilatus1m_ceo2_cpf": RealDataset(
         "CeO2_Pil207_E30_2Nov2016_001.tif", 172.0, 5.411651, _poni_reference("CeO2_cal_Dioptas.poni", 1043, 981),
-        "Dioptas PONI CeO2_cal_Dioptas.poni (flipped frame)", "BadPxIntensity -2\nGapIntensity -1\ntolP 0\n",
+        "Dioptas PONI CeO2_cal_Dioptas.poni (flipped frame)", "BadPxIntensity -2\nGapIntensity -1\n",
         (("im_trans_opt", (2,)),), quick=True),
     "pilatus1m_ceo2_dioptas": RealDataset(
         "CeO2_Pilatus1M.tif", 172.0, 5.411651, _poni_reference("CeO2_Pilatus1M.poni", 1043, 981),
-        "Dioptas PONI CeO2_Pilatus1M.poni (flipped frame)", "BadPxIntensity -2\nGapIntensity -1\ntolP 0\n",
+        "Dioptas PONI CeO2_Pilatus1M.poni (flipped frame)", "BadPxIntensity -2\nGapIntensity -1\n",
         (("im_trans_opt", (2,)),)),
     "pilatus2m_ceo2_aps1id": RealDataset(
         "ceria_50x30_740mm_000005_Pilatus2M.hdf5", 172.0, 5.41153,

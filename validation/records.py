@@ -135,3 +135,5 @@ def record_calibration(record: dict, result, seconds: float, reference, *, tilts
     record["points"] = point_columns(result)
     record["status"] = result.status
     record["reason"] = result.reason
+    record["info"]["distortion_terms"] = list(result.distortion_terms)
+    record["info"]["distortion_reason"] = result.distortion_reason

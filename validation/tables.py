@@ -73,7 +73,7 @@ ERRORS = (Column("|ΔLsd| µm", "err_lsd_um", "%.3f"), Column("|ΔBC| px", "err_
 STRAIN = Column("mean ε µε", "mean_strain", "%.2f", 1e6)
 MAIN = ERRORS + (STRAIN, Column("iter", "iterations", "%.0f"), Column("calibrate s", "time_calibrate_s", "%.2f"),
                  Column("peak RSS MiB", "peak_rss_mib", "%.0f"))
-STAGES = ("simulate", "load", "background", "guess", "extraction", "fit")
+STAGES = ("simulate", "load", "background", "guess", "extraction", "fit", "selection")
 LEGACY = ERRORS + (STRAIN, Column("panel shift RMS px", "err_panel_shift_rms_px", "%.3f"),
                    Column("wall s", "time_total_s", "%.1f"), Column("peak RSS MiB", "peak_rss_mib", "%.0f"))
 REAL = (Column("ΔBC Y px", "err_bc_y_px", "%+.3f", absolute=False),

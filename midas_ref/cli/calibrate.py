@@ -131,6 +131,10 @@ def run(args) -> int:
                     f"({rec.n_points} points, {rec.n_rings} rings, {rec.seconds:.2f} s)")
             elif event == "guessed":
                 log.guess(info["guess"])
+            elif event == "distortion":
+                log.distortion(info["selection"])
+                say(f"  distortion: kept {', '.join(info['selection'].terms) or 'none'} "
+                    f"(dropped {', '.join(info['selection'].dropped) or 'none'}; tests in autocal.log)")
             elif event == "rings_rejected":
                 log.line(f"rejected rings {' '.join(map(str, info['rings']))}")
                 say(f"  rejected rings {' '.join(map(str, info['rings']))}")
