@@ -42,6 +42,7 @@ from .preprocess import median_background, threshold_image
 from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain
 from .rings import Ring
+from .verdict import Verdict
 from .strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, clip_outliers, emit_progress,
                      ring_statistics, strain_change_tolerance)
 
@@ -199,9 +200,11 @@ class CalibrationResult:
     binary: np.ndarray | None = field(default=None, repr=False)
     threshold: float = math.nan
     warnings: tuple[str, ...] = ()
+    verdict: Verdict | None = None
 
     @property
     def converged(self) -> bool:
+        """True for CONVERGED only (a SUSPECT run is not a converged answer)."""
         return self.status == "CONVERGED"
 
 
@@ -499,6 +502,24 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     renumber[on_detector] = np.arange(on_detector.size)
     points = replace(points, ring=renumber[idx[points.ring]])
     rings = tuple(rings[k] for k in on_detector)
-    return CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
-                             mean_strain, std_strain, tuple(records), timings, guess_info, background,
-                             binary, thr, tuple(warnings))
+    result = CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
+                               mean_strain, std_strain, tuple(records), timings, guess_info, background,
+                               binary, thr, tuple(warnings))
+    return _with_verdict(result, image, mask, base, settings) if status == "CONVERGED" else result
+
+
+def _with_verdict(result: CalibrationResult, image, mask, base: Geometry, settings) -> CalibrationResult:
+    """``result`` with the checks of :mod:`midas_ref.verdict` on the answer: SUSPECT (reasons) when one fails."""
+    from .verdict import assess
+
+    t0 = time.perf_counter()
+    start = None
+    if settings.bc_guess_px is not None:
+        start = replace(base, bc_y_px=float(settings.bc_guess_px[0]), bc_z_px=float(settings.bc_guess_px[1]))
+    fwhm = float(np.median(result.points.fwhm_px)) if len(result.points) else 3.0
+    verdict = assess(corrected=None if result.background is None else image - result.background, mask=mask,
+                     geometry=result.geometry, rings=result.rings, points_ring=result.points.ring,
+                     inlier=~result.outlier, strain=result.strain, eta_bin_deg=settings.eta_bin_deg, fwhm_px=fwhm,
+                     given_lsd_um=settings.lsd_guess_um, start=start, fit_distortion=settings.fit_distortion)
+    result.timings["verdict"] = time.perf_counter() - t0
+    return replace(result, status=verdict.status, reason=verdict.reason, verdict=verdict)

@@ -25,7 +25,7 @@ LAYERS = (
     ("forward model", {"midas_ref.panels", "midas_ref.geometry"}),
     ("image I/O", {"midas_ref._formats", "midas_ref._zarrzip", "midas_ref.io"}),
     ("measurement and fit", {"midas_ref.profiles_kernels", "midas_ref.profiles", "midas_ref.refine",
-                             "midas_ref.guess", "midas_ref.strain"}),
+                             "midas_ref.guess", "midas_ref.strain", "midas_ref.verdict"}),
     ("jobs", {"midas_ref.autocal", "midas_ref.panel_refine"}),
     ("set-up and outputs", {"midas_ref.inputs", "midas_ref.outputs"}),
     ("simulator", {"simulate"}),

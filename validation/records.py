@@ -126,3 +126,6 @@ def record_calibration(record: dict, result, seconds: float, reference, *, tilts
     record["points"] = point_columns(result)
     record["status"] = result.status
     record["reason"] = result.reason
+    if result.verdict is not None:
+        record["info"]["verdict"] = {"status": result.verdict.status, "reasons": list(result.verdict.reasons),
+                                     "checks": result.verdict.checks}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from midas_ref.errors import MidasRefError
 
+from .adversarial import run_adversarial_case
 from .crlb import run_crlb_case
 from .environment import PeakMemory
 from .legacy import run_legacy_case
@@ -34,6 +35,7 @@ _RUNNERS = {
     "real": run_real_case,
     "crlb": lambda case, shared, tmp, record: run_crlb_case(case, record),
     "peer": lambda case, shared, tmp, record: run_peer_case(case, tmp, record),
+    "adversarial": run_adversarial_case,
 }
 
 

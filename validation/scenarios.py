@@ -17,6 +17,9 @@ A :class:`Case` is a small, hashable, picklable description (it travels to Dask 
 ``peer``
     pyFAI's scripted recalibration and ours on the same synthetic image from the same start
     (:mod:`validation.peers`).
+``adversarial``
+    A small simulated image with one spoiled input, or without powder rings (:mod:`validation.adversarial`):
+    must not end plain CONVERGED with a wrong geometry.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class Case:
 
     Parameters
     ----------
-    kind : {"synthetic", "legacy", "real", "crlb", "peer"}
+    kind : {"synthetic", "legacy", "real", "crlb", "peer", "adversarial"}
     name : str
         Scenario name (synthetic, crlb, peer) or folder name (legacy, real).
     noise : str
@@ -60,6 +63,8 @@ class Case:
         """Stable identifier, the key of a case across runs (``synthetic/ge2048/poisson/s1/near``)."""
         if self.kind in ("synthetic", "peer"):
             return f"{self.kind}/{self.name}/{self.noise}/s{self.seed}/{self.start}"
+        if self.kind == "adversarial":
+            return f"adversarial/{self.name}/s{self.seed}"
         if self.kind == "crlb":
             return f"crlb/{self.name}/{self.noise}/s{self.seed}-{self.seed + self.n_seeds - 1}"
         return f"{self.kind}/{self.name}"
@@ -151,10 +156,12 @@ def crlb_seed_cases(crlb: Case) -> list[Case]:
 #: Suite → description (the matrix itself is :func:`suite_cases`).
 SUITES = {
     "quick": "ge2048 noise-free + Poisson from the near start (the calibration issue's gates), every legacy "
-             "golden, real GE 41RT + Pilatus 1M (cpf), CRLB of small512 over 4 seeds, pyFAI on small512_nodist",
+             "golden, real GE 41RT + Pilatus 1M (cpf), CRLB of small512 over 4 seeds, pyFAI on small512_nodist, "
+             "4 adversarial cases (wrong calibrant, wavelength, pixel size, flipped image)",
     "full": "ge2048 × 4 noise levels × 3 seeds × 3 starts, varex2880/pilatus2m/dexela4/offset_bc × 2 noise "
             "levels, every legacy golden, every real data set with a geometry, CRLB of small512 (10 seeds) and "
-            "ge2048 (3 seeds), pyFAI on small512_nodist and ge2048_nodist, pytest-benchmark suites",
+            "ge2048 (3 seeds), pyFAI on small512_nodist and ge2048_nodist, every adversarial case, "
+            "pytest-benchmark suites",
 }
 
 
@@ -165,6 +172,7 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
     when the folder is absent); real cases are listed whatever is on disk. The runner records a case as
     SKIPPED when its folder is absent.
     """
+    from .adversarial import ADVERSARIAL_CASES, QUICK_ADVERSARIAL
     from .legacy import legacy_case_names
     from .real import REAL_DATASETS
 
@@ -176,6 +184,7 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
         cases += [Case("legacy", name) for name in LEGACY_CASES]
         cases += [Case("real", name) for name, spec in REAL_DATASETS.items() if spec.quick]
         cases += [Case("peer", "small512_nodist", "poisson", seed, "near")]
+        cases += [Case("adversarial", name, seed=seed) for name in QUICK_ADVERSARIAL]
     elif suite == "full":
         cases = [Case("synthetic", "ge2048", noise, seed + k, start) for noise in NOISE_LEVELS
                  for k in range(3) for start in STARTS]
@@ -188,6 +197,7 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
         cases += [Case("real", name) for name in REAL_DATASETS]
         cases += [Case("peer", name, noise, seed, "near") for name in ("small512_nodist", "ge2048_nodist")
                   for noise in ("noisefree", "poisson")]
+        cases += [Case("adversarial", name, seed=seed) for name in ADVERSARIAL_CASES]
     else:
         raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
     for c in crlb:
