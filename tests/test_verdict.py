@@ -153,6 +153,12 @@ def test_honest_small_image_stays_converged(tmp_path):
     assert _right(result, truth)
 
 
+def test_adversarial_case_table_matches_the_suite_matrix():
+    from validation.scenarios import ADVERSARIAL_NAMES, QUICK_ADVERSARIAL
+
+    assert tuple(ADVERSARIAL_CASES) == ADVERSARIAL_NAMES and set(QUICK_ADVERSARIAL) <= set(ADVERSARIAL_NAMES)
+
+
 def test_adversarial_gates():
     """The gates: an adversarial case passes when not CONVERGED, or CONVERGED and right; an honest SUSPECT fails."""
     base = {"kind": "adversarial", "case": {"name": "x"}, "metrics": {"ours": {"err_lsd_rel": 0.1, "err_bc_px": 0,

@@ -25,7 +25,7 @@ from midas_ref.errors import MidasRefError
 
 from .records import calibrate_file, record_calibration
 
-__all__ = ["AdversarialCase", "ADVERSARIAL_CASES", "QUICK_ADVERSARIAL", "build_case", "run_adversarial_case"]
+__all__ = ["AdversarialCase", "ADVERSARIAL_CASES", "build_case", "run_adversarial_case"]
 
 #: Lattice constants of the wrong calibrants given in the parameter files, Å.
 SI_LATTICE = 5.431020
@@ -70,10 +70,6 @@ class AdversarialCase:
     image: Callable | None = None
     start_truth: bool = False
     guesses: bool = False
-
-
-#: The cases of the quick suite (a few seconds each).
-QUICK_ADVERSARIAL = ("ceo2_as_si", "energy_3pct_wide", "flipped_ud", "pixel_150_for_172")
 
 
 def _small(**changes):

@@ -153,6 +153,13 @@ def crlb_seed_cases(crlb: Case) -> list[Case]:
     return [Case("synthetic", crlb.name, crlb.noise, crlb.seed + k, "near") for k in range(crlb.n_seeds)]
 
 
+#: The adversarial cases (built by :mod:`validation.adversarial`, which holds one entry per name) and the
+#: few seconds' worth of them in the quick suite.
+ADVERSARIAL_NAMES = ("lab6_as_ceo2", "ceo2_as_si", "energy_3pct_wide", "flipped_ud", "pixel_150_for_172",
+                     "first_ring_nr_2", "first_ring_nr_3", "first_ring_nr_5", "spotty_texture",
+                     "spotty_texture_guessed", "single_crystal", "dark_frame", "random_noise")
+QUICK_ADVERSARIAL = ("ceo2_as_si", "energy_3pct_wide", "flipped_ud", "pixel_150_for_172")
+
 #: Suite → description (the matrix itself is :func:`suite_cases`).
 SUITES = {
     "quick": "ge2048 noise-free + Poisson from the near start (the calibration issue's gates), every legacy "
@@ -172,7 +179,6 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
     when the folder is absent); real cases are listed whatever is on disk. The runner records a case as
     SKIPPED when its folder is absent.
     """
-    from .adversarial import ADVERSARIAL_CASES, QUICK_ADVERSARIAL
     from .legacy import legacy_case_names
     from .real import REAL_DATASETS
 
@@ -197,7 +203,7 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
         cases += [Case("real", name) for name in REAL_DATASETS]
         cases += [Case("peer", name, noise, seed, "near") for name in ("small512_nodist", "ge2048_nodist")
                   for noise in ("noisefree", "poisson")]
-        cases += [Case("adversarial", name, seed=seed) for name in ADVERSARIAL_CASES]
+        cases += [Case("adversarial", name, seed=seed) for name in ADVERSARIAL_NAMES]
     else:
         raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
     for c in crlb:
