@@ -8,6 +8,8 @@ that the honest image stays CONVERGED. The CLI test checks exit code 3 and the o
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -66,9 +68,10 @@ def test_wavelength_signature_ignores_a_large_distortion_without_the_pattern():
 def test_given_distance_check_names_a_scale_error():
     """px 150 given for 172 µm scales Lsd by 150/172 (−12.8 %): fails; the `far` start (+10 %) passes."""
     assert not given_distance_check(300_000 * 150 / 172, 300_000)["passed"]
-    assert given_distance_check(1_000_000 / 1.10 * 1.0, 1_000_000)["passed"]
+    assert given_distance_check(1_000_000 / 1.10, 1_000_000)["passed"]
+    assert given_distance_check(1_000_000, 900_000)["passed"]  # test_ge2048_robust_start's ×0.9 guess
     assert given_distance_check(123.0, None)["passed"]
-    assert GIVEN_DISTANCE_SUSPECT < 1 - 150 / 172
+    assert GIVEN_DISTANCE_SUSPECT < -math.log(150 / 172)
 
 
 def test_flip_check_finds_the_frame_of_the_start():
