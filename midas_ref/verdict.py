@@ -138,7 +138,7 @@ class Verdict:
 # ---- checks -------------------------------------------------------------------------------------------------
 
 def unexplained_peaks(corrected: np.ndarray, mask, geometry: Geometry, ring_radius_um, ring_nr, *,
-                      fwhm_px: float) -> dict:
+                      fwhm_px: float, maps=None) -> dict:
     """Peaks of the azimuthal average about ``geometry`` that no ring of the table explains.
 
     Parameters
@@ -155,6 +155,8 @@ def unexplained_peaks(corrected: np.ndarray, mask, geometry: Geometry, ring_radi
         neighbours unknown, and peaks there are not counted.
     fwhm_px : float
         Typical ring FWHM, px.
+    maps : (ndarray, ndarray), optional
+        ``(r_um, eta_deg)`` of :func:`midas_ref.geometry.r_eta_maps` for ``geometry`` (computed if absent).
 
     Returns
     -------
@@ -164,7 +166,7 @@ def unexplained_peaks(corrected: np.ndarray, mask, geometry: Geometry, ring_radi
     """
     from .guess import ring_peaks
 
-    r, sig, _ = ring_peaks(corrected, mask, geometry)
+    r, sig, _ = ring_peaks(corrected, mask, geometry, maps=maps)
     radius = np.asarray(ring_radius_um, dtype=np.float64)
     nr = np.asarray(ring_nr, dtype=np.int64)
     order = np.argsort(radius)
@@ -193,24 +195,27 @@ def unexplained_peaks(corrected: np.ndarray, mask, geometry: Geometry, ring_radi
 
 
 def possible_bins(geometry: Geometry, mask, ring_radius_um, eta_bin_deg: float) -> np.ndarray:
-    """Per ring: how many η bins have their bin centre on an unmasked pixel of the detector."""
+    """Per ring: how many η bins have their bin centre on an unmasked pixel of the detector (NaN radius: 0)."""
     from .geometry import r_eta_to_pixel
 
     rows, cols = geometry.shape
     n_bins = max(1, int(round(360.0 / eta_bin_deg)))
     eta = (np.arange(n_bins) + 0.5) * (360.0 / n_bins) - 180.0
     radius = np.asarray(ring_radius_um, dtype=np.float64)
+    good = np.isfinite(radius)
     out = np.zeros(radius.size, dtype=np.int64)
-    for k, rk in enumerate(radius):
-        y, z = r_eta_to_pixel(np.full(n_bins, rk), eta, geometry)
-        y, z = np.asarray(y), np.asarray(z)
-        ok = np.isfinite(y) & np.isfinite(z)
-        iy = np.rint(np.where(ok, y, -1)).astype(np.int64)
-        iz = np.rint(np.where(ok, z, -1)).astype(np.int64)
-        ok &= (iy >= 0) & (iy < cols) & (iz >= 0) & (iz < rows)
-        if mask is not None:
-            ok[ok] &= ~mask[iz[ok], iy[ok]]
-        out[k] = int(ok.sum())
+    if not good.any():
+        return out
+    rr = np.repeat(radius[good], n_bins)
+    y, z = r_eta_to_pixel(rr, np.tile(eta, int(good.sum())), geometry)
+    y, z = np.asarray(y, dtype=np.float64), np.asarray(z, dtype=np.float64)
+    ok = np.isfinite(y) & np.isfinite(z)
+    iy = np.rint(np.where(ok, y, -1)).astype(np.int64)
+    iz = np.rint(np.where(ok, z, -1)).astype(np.int64)
+    ok &= (iy >= 0) & (iy < cols) & (iz >= 0) & (iz < rows)
+    if mask is not None:
+        ok[ok] &= ~mask[iz[ok], iy[ok]]
+    out[good] = ok.reshape(-1, n_bins).sum(axis=1)
     return out
 
 
@@ -246,7 +251,7 @@ def ring_coverage(points_per_ring, possible_per_ring, n_bins: int) -> dict:
 
 
 def lit_fraction(corrected: np.ndarray, mask, geometry: Geometry, ring_radius_um, *, fwhm_px: float,
-                 eta_bin_deg: float) -> dict:
+                 eta_bin_deg: float, maps=None) -> dict:
     """How much of each ring's azimuth shows the ring in the image (powder rings vs spots).
 
     The background-subtracted image is averaged in (η, radius) bins about ``geometry`` (η bins of
@@ -262,6 +267,8 @@ def lit_fraction(corrected: np.ndarray, mask, geometry: Geometry, ring_radius_um
     ring_radius_um : array_like
         Radii of the rings to test (the rings found).
     fwhm_px, eta_bin_deg : float
+    maps : (ndarray, ndarray), optional
+        ``(r_um, eta_deg)`` for ``geometry`` (computed if absent).
 
     Returns
     -------
@@ -276,8 +283,19 @@ def lit_fraction(corrected: np.ndarray, mask, geometry: Geometry, ring_radius_um
     n_eta = max(1, int(round(360.0 / eta_bin_deg)))
     bin_px = 0.5
     r_max = (radius_px.max() + LIT_WINDOW_FWHM * fwhm_px + 2) * geometry.px_um
-    r_c, _, prof, sem = azimuthal_profiles(corrected, mask, geometry, n_eta=n_eta, bin_px=bin_px, r_max_um=r_max,
-                                           with_sem=True)
+    if maps is None:
+        from .geometry import r_eta_maps
+
+        maps = r_eta_maps(geometry)
+    # only the pixels within the rings' windows count (the rest would only cost time)
+    r_px_map = maps[0] / geometry.px_um
+    k = np.clip(np.searchsorted(np.sort(radius_px), r_px_map), 0, radius_px.size - 1)
+    srt = np.sort(radius_px)
+    near = np.minimum(np.abs(r_px_map - srt[k]), np.abs(r_px_map - srt[np.maximum(k - 1, 0)]))
+    far = near > LIT_WINDOW_FWHM * fwhm_px + 1.0
+    far_mask = far if mask is None else (far | mask)
+    r_c, _, prof, sem = azimuthal_profiles(corrected, far_mask, geometry, n_eta=n_eta, bin_px=bin_px, r_max_um=r_max,
+                                           with_sem=True, maps=maps)
     fractions = []
     for rk in radius_px:
         core = np.abs(r_c - rk) <= max(0.5 * fwhm_px, bin_px)
@@ -479,9 +497,13 @@ def assess(*, corrected: np.ndarray | None, mask, geometry: Geometry, rings, poi
     reasons: list[str] = []
     on = np.isfinite(radius) & (tth_all > 0)
 
+    maps = None
     if corrected is not None:
+        from .geometry import r_eta_maps
+
+        maps = r_eta_maps(geometry)  # once for both profile checks
         u = unexplained_peaks(corrected, mask, geometry, radius[on], [r.ring_nr for r, o in zip(rings, on) if o],
-                              fwhm_px=fwhm_px)
+                              fwhm_px=fwhm_px, maps=maps)
         checks["unexplained_peaks"] = u
         if not u["passed"]:
             where = ", ".join(f"{t:.2f}°" for t in u["unexplained_two_theta_deg"][:6])
@@ -499,7 +521,8 @@ def assess(*, corrected: np.ndarray | None, mask, geometry: Geometry, rings, poi
                        "detector were found: the ring table does not describe the image (calibrant, Wavelength, "
                        "px, -FirstRingNr?)")
     if corrected is not None:
-        lit = lit_fraction(corrected, mask, geometry, radius[counts > 0], fwhm_px=fwhm_px, eta_bin_deg=eta_bin_deg)
+        lit = lit_fraction(corrected, mask, geometry, radius[counts > 0], fwhm_px=fwhm_px, eta_bin_deg=eta_bin_deg,
+                           maps=maps)
         checks["spots"] = lit
         if not lit["passed"]:
             reasons.append(f"the rings show in only {lit['lit_fraction']:.0%} of the azimuth they cross (median "
