@@ -47,6 +47,7 @@ from .profiles import PeakPoints, extract_peaks
 from .refine import FREE_DEFAULT, Tolerances, fit_geometry, point_strain, refined_parameters
 from .rings import Ring
 from .uncertainty import point_sigma_strain, point_weights, systematic_variance
+from .verdict import Verdict
 from .strain import (AUTOCAL_CONVERGED_STRAIN_CHANGE, AUTOCAL_SEM_FRACTION, clip_outliers, emit_progress,
                      ring_statistics, strain_change_tolerance)
 
@@ -239,9 +240,11 @@ class CalibrationResult:
     distortion_terms: tuple[str, ...] = ()
     distortion_reason: str = ""
     distortion_selections: tuple[DistortionSelection, ...] = ()
+    verdict: Verdict | None = None
 
     @property
     def converged(self) -> bool:
+        """True for CONVERGED only (a SUSPECT run is not a converged answer)."""
         return self.status == "CONVERGED"
 
 
@@ -432,14 +435,14 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     base_free = STAGES[1]
     if not settings.fit_distortion:
         candidates, selecting = (), False
-    elif settings.select_distortion:
-        candidates = tuple(t for t in DISTORTION_TERMS if refined_parameters(DISTORTION_TERMS[t], settings.tolerances))
-        selecting = bool(candidates)
     else:
+        # the order bounds the candidates (p4, ρ⁶, only with DistortionOrder 6: a free ρ⁶ term also takes up
+        # the 2θ pattern a wrong wavelength leaves, which the verdict looks for); the selection then keeps
+        # those the points support
         given = FREE_DEFAULT + (("p4",) if settings.distortion_order == 6 else ())
-        candidates, selecting = tuple(t for t in DISTORTION_TERMS
-                                      if refined_parameters(DISTORTION_TERMS[t], settings.tolerances)
-                                      and set(DISTORTION_TERMS[t]) <= set(given)), False
+        candidates = tuple(t for t in DISTORTION_TERMS if refined_parameters(DISTORTION_TERMS[t], settings.tolerances)
+                           and set(DISTORTION_TERMS[t]) <= set(given))
+        selecting = settings.select_distortion and bool(candidates)
     terms = candidates  # the final stage's terms: every candidate until a selection says otherwise
 
     def final_free(kept) -> tuple[str, ...]:
@@ -612,12 +615,13 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
     renumber[on_detector] = np.arange(on_detector.size)
     points = replace(points, ring=renumber[idx[points.ring]])
     rings = tuple(rings[k] for k in on_detector)
-    return CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
-                             mean_strain, std_strain, tuple(records), timings, guess_info, background,
-                             binary, thr, tuple(warnings), fit.labels, fit.covariance, dict(fit.std_errors),
-                             math.sqrt(systematic_var), terms if stage == len(stages) - 1 else (),
-                             _distortion_reason(settings, candidates, terms, selections, stage == len(stages) - 1),
-                             tuple(selections))
+    result = CalibrationResult(status, reason, geom, points, strain, ~keep, rings, tuple(excluded),
+                               mean_strain, std_strain, tuple(records), timings, guess_info, background,
+                               binary, thr, tuple(warnings), fit.labels, fit.covariance, dict(fit.std_errors),
+                               math.sqrt(systematic_var), terms if stage == len(stages) - 1 else (),
+                               _distortion_reason(settings, candidates, terms, selections, stage == len(stages) - 1),
+                               tuple(selections))
+    return _with_verdict(result, image, mask, base, settings) if status == "CONVERGED" else result
 
 
 def _distortion_reason(settings: CalibrationSettings, candidates, terms, selections, final_stage: bool) -> str:
@@ -636,3 +640,21 @@ def _distortion_reason(settings: CalibrationSettings, candidates, terms, selecti
         text += (f"; revised on the converged points of iteration {selections[-1].iteration} (the first "
                  f"distortion fit, iteration {selections[0].iteration}, kept {terms_text(selections[0].terms)})")
     return text
+
+
+def _with_verdict(result: CalibrationResult, image, mask, base: Geometry, settings) -> CalibrationResult:
+    """``result`` with the checks of :mod:`midas_ref.verdict` on the answer: SUSPECT (reasons) when one fails."""
+    from .verdict import assess
+
+    t0 = time.perf_counter()
+    start = None
+    if settings.bc_guess_px is not None:
+        start = replace(base, bc_y_px=float(settings.bc_guess_px[0]), bc_z_px=float(settings.bc_guess_px[1]))
+    fwhm = float(np.median(result.points.fwhm_px)) if len(result.points) else 3.0
+    verdict = assess(corrected=None if result.background is None else image - result.background, mask=mask,
+                     geometry=result.geometry, rings=result.rings, points_ring=result.points.ring,
+                     inlier=~result.outlier, strain=result.strain, eta_bin_deg=settings.eta_bin_deg, fwhm_px=fwhm,
+                     given_lsd_um=settings.lsd_guess_um, start=start,
+                     fit_distortion="p2" in result.distortion_terms)
+    result.timings["verdict"] = time.perf_counter() - t0
+    return replace(result, status=verdict.status, reason=verdict.reason, verdict=verdict)

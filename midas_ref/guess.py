@@ -177,7 +177,7 @@ def center_by_sharpness(binary, weights, start_yz, *, search_px: float = 40.0, m
 # ---- η-resolved profiles and centre refinement ---------------------------------------------------------
 
 def azimuthal_profiles(image, mask, geometry: Geometry, *, n_eta: int = 36, bin_px: float = 0.5,
-                       r_max_um: float | None = None, with_sem: bool = False):
+                       r_max_um: float | None = None, with_sem: bool = False, maps=None):
     """Mean intensity per (η bin, radius bin) about the current geometry.
 
     Returns
@@ -191,8 +191,11 @@ def azimuthal_profiles(image, mask, geometry: Geometry, *, n_eta: int = 36, bin_
     sem : ndarray of shape (n_eta, n_r)
         Only with ``with_sem``: standard error of each mean from the scatter of its pixels (NaN with fewer
         than two pixels) — the profile's own noise, whatever the detector gain.
+
+    ``maps``, optional: ``(r_um, eta_deg)`` of :func:`~midas_ref.geometry.r_eta_maps` for ``geometry``, when
+    the caller already has them.
     """
-    r_um, eta_deg = r_eta_maps(geometry)
+    r_um, eta_deg = r_eta_maps(geometry) if maps is None else maps
     r_px = r_um / geometry.px_um
     valid = np.isfinite(image) & np.isfinite(r_px)
     if mask is not None:
@@ -234,7 +237,7 @@ def _highpass(profile, width_bins):
 # ---- ring radii and Lsd -----------------------------------------------------------------------------------
 
 def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float = 8.0, bin_px: float = 0.5,
-               noise_window_px: float = 40.0, min_width_px: float = 1.0):
+               noise_window_px: float = 40.0, min_width_px: float = 1.0, maps=None):
     """Radii (µm) and significances of the peaks of the azimuthally averaged profile about the current geometry.
 
     A peak counts when its prominence exceeds ``min_prominence_sigma`` times the profile's local noise: the
@@ -257,7 +260,7 @@ def ring_peaks(image, mask, geometry: Geometry, *, min_prominence_sigma: float =
     from scipy.ndimage import median_filter
     from scipy.signal import find_peaks
 
-    r_px, _, prof, sem = azimuthal_profiles(image, mask, geometry, n_eta=1, bin_px=bin_px, with_sem=True)
+    r_px, _, prof, sem = azimuthal_profiles(image, mask, geometry, n_eta=1, bin_px=bin_px, with_sem=True, maps=maps)
     p = prof[0]
     hp = _highpass(p, int(40 / bin_px) | 1)
     hp = np.where(np.isfinite(p), hp, 0.0)

@@ -132,6 +132,9 @@ def summary_text(result: CalibrationResult) -> str:
         out.write(f"  rejected rings: {' '.join(map(str, result.excluded_rings))}\n")
     for warning in result.warnings:
         out.write(f"  WARNING: {warning}\n")
+    if result.status == "SUSPECT":
+        for text in result.verdict.reasons:
+            out.write(f"  SUSPECT: {text}\n")
     out.write(f"  iterations {len(result.iterations)}; time " + ", ".join(
         f"{k} {v:.2f} s" for k, v in result.timings.items()) + "\n")
     return out.getvalue()
@@ -220,7 +223,7 @@ class AutocalLog:
 
     def finish(self, result: CalibrationResult) -> None:
         """The outcome and the summary of :func:`summary_text`."""
-        level = "INFO" if result.converged else "ERROR"
+        level = {"CONVERGED": "INFO", "SUSPECT": "WARNING"}.get(result.status, "ERROR")
         self.line(f"status {result.status}" + (f": {result.reason}" if result.reason else ""), level)
         for text in summary_text(result).splitlines():
             self.line(text, level)
@@ -569,7 +572,7 @@ def write_calibration_outputs(outset, inputs, result: CalibrationResult, *, para
 
     ``<image>.corr.csv``, ``calibrant_screen_out.csv``, the ``-SavePlotsHDF`` file (relative to the set's
     folder unless absolute), the ``-MakePlots`` figures, ``autocal.log`` (unless ``log`` is False: the
-    command streams it) and, for a converged result only, ``refined_MIDAS_params.txt``. Nothing is in place
+    command streams it) and, for a CONVERGED or SUSPECT result, ``refined_MIDAS_params.txt``. Nothing is in place
     before ``outset.commit()``.
 
     Parameters
@@ -608,7 +611,7 @@ def write_calibration_outputs(outset, inputs, result: CalibrationResult, *, para
         write_autocal_log(outset.path("autocal.log"), result,
                           header=calibration_log_header(inputs, param_name=param_name))
     write_calibration_json(outset.path("calibration.json"), result, inputs=inputs)
-    if result.converged:
+    if result.status in ("CONVERGED", "SUSPECT"):  # a SUSPECT geometry is written too (docs/cli.md)
         loaded = inputs.loaded
         write_refined_params(outset.path("refined_MIDAS_params.txt"), result.geometry,
                              wavelength_angstrom=inputs.wavelength_angstrom, space_group=inputs.space_group,

@@ -67,10 +67,11 @@ def test_small_image_fully_automatic(small_noise_free):
     g = res.geometry
     pair = lambda geo: geo.p1 * np.exp(1j * np.radians(geo.p3_deg))  # noqa: E731  (p1, p3) ≡ (−p1, p3 ± 180°)
     assert abs(g.p0 - 3e-4) < 5e-6 and abs(g.p2 - 2e-4) < 5e-6 and abs(pair(g) - pair(cfg.geometry)) < 1e-5
-    # the distortion the image has is kept (p4, which it has not, is dropped), on both looks at the points
+    # the distortion the image has is kept, on both looks at the points (p4 is a candidate only with
+    # DistortionOrder 6)
     assert res.distortion_terms == ("p0", "p1", "p2") and g.p4 == 0.0
     assert [sel.terms for sel in res.distortion_selections] == [("p0", "p1", "p2")] * 2
-    assert "kept p0, p1, p2, dropped p4" in res.distortion_reason
+    assert "kept p0, p1, p2, dropped none" in res.distortion_reason
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_no_distortion_image_gets_no_terms(small_no_distortion):
     assert res.distortion_terms == () and (g.p0, g.p1, g.p2, g.p4) == (0.0, 0.0, 0.0, 0.0)
     assert "kept none" in res.distortion_reason
     final = res.distortion_selections[-1]
-    assert final.candidates == ("p0", "p1", "p2", "p4") and all(not t.passed for t in final.tests[-1:])
+    assert final.candidates == ("p0", "p1", "p2") and all(not t.passed for t in final.tests[-1:])
     err = errors(g, cfg.geometry)
     assert err["lsd_um"] < 2.0 and err["bc_px"] < 0.005 and err["tilt_deg"] < 0.003, err
 

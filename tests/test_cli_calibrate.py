@@ -79,10 +79,10 @@ def test_outputs_and_their_formats(sim_dir, tmp_path, capsys):
     log = (out / "autocal.log").read_text()
     assert "iteration 1" in log and "status CONVERGED" in log
     # the distortion choice (no tolP key in the simulator's file): verdict, test statistics and thresholds
-    assert log.count("distortion terms selected from the data: kept p0, p1, p2, dropped p4") == 3  # 2 checks + summary
-    assert "model p0+p1+p2+p4 without p4: F = " in log and "vs α = 0.001" in log and "vs ≥ 1 → p4 " in log
+    assert log.count("distortion terms selected from the data: kept p0, p1, p2, dropped none") == 3  # 2 checks + summary
+    assert "model p0+p1+p2 without p2: F = " in log and "vs α = 0.001" in log and "vs ≥ 1 → p2 " in log
     assert "lower bound (used)" in log
-    assert "  distortion terms selected from the data: kept p0, p1, p2, dropped p4" in stdout
+    assert "  distortion terms selected from the data: kept p0, p1, p2, dropped none" in stdout
 
 
 @pytest.mark.parametrize("extra, selected", [("", True), ("tolP 0.002\n", False), ("tolP2 1e-4\n", False),

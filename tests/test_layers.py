@@ -26,7 +26,7 @@ LAYERS = (
     ("image I/O", {"midas_ref._formats", "midas_ref._zarrzip", "midas_ref.io"}),
     ("measurement and fit", {"midas_ref.profiles_kernels", "midas_ref.profiles", "midas_ref.refine",
                              "midas_ref.guess", "midas_ref.strain", "midas_ref.uncertainty",
-                             "midas_ref.model_select"}),
+                             "midas_ref.model_select", "midas_ref.verdict"}),
     ("jobs", {"midas_ref.autocal", "midas_ref.panel_refine"}),
     ("set-up and outputs", {"midas_ref.inputs", "midas_ref.record", "midas_ref.outputs"}),
     ("simulator", {"simulate"}),

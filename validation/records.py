@@ -137,3 +137,6 @@ def record_calibration(record: dict, result, seconds: float, reference, *, tilts
     record["reason"] = result.reason
     record["info"]["distortion_terms"] = list(result.distortion_terms)
     record["info"]["distortion_reason"] = result.distortion_reason
+    if result.verdict is not None:
+        record["info"]["verdict"] = {"status": result.verdict.status, "reasons": list(result.verdict.reasons),
+                                     "checks": result.verdict.checks}

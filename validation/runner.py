@@ -17,6 +17,7 @@ from pathlib import Path
 from midas_ref.errors import MidasRefError
 
 from .coverage import run_coverage_case
+from .adversarial import run_adversarial_case
 from .crlb import run_crlb_case
 from .environment import PeakMemory
 from .legacy import run_legacy_case
@@ -36,6 +37,7 @@ _RUNNERS = {
     "crlb": lambda case, shared, tmp, record: run_crlb_case(case, record),
     "peer": lambda case, shared, tmp, record: run_peer_case(case, tmp, record),
     "coverage": lambda case, shared, tmp, record: run_coverage_case(case, record),
+    "adversarial": run_adversarial_case,
 }
 
 

@@ -17,6 +17,9 @@ A :class:`Case` is a small, hashable, picklable description (it travels to Dask 
 ``peer``
     pyFAI's scripted recalibration and ours on the same synthetic image from the same start
     (:mod:`validation.peers`).
+``adversarial``
+    A small simulated image with one spoiled input, or without powder rings (:mod:`validation.adversarial`):
+    must not end plain CONVERGED with a wrong geometry.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class Case:
 
     Parameters
     ----------
-    kind : {"synthetic", "legacy", "real", "crlb", "peer", "coverage"}
+    kind : {"synthetic", "legacy", "real", "crlb", "peer", "coverage", "adversarial"}
     name : str
         Scenario name (synthetic, crlb, peer) or folder name (legacy, real).
     noise : str
@@ -61,6 +64,8 @@ class Case:
         """Stable identifier, the key of a case across runs (``synthetic/ge2048/poisson/s1/near``)."""
         if self.kind in ("synthetic", "peer"):
             return f"{self.kind}/{self.name}/{self.noise}/s{self.seed}/{self.start}"
+        if self.kind == "adversarial":
+            return f"adversarial/{self.name}/s{self.seed}"
         if self.kind in ("crlb", "coverage"):
             return f"{self.kind}/{self.name}/{self.noise}/s{self.seed}-{self.seed + self.n_seeds - 1}"
         return f"{self.kind}/{self.name}"
@@ -173,14 +178,22 @@ def crlb_seed_cases(crlb: Case) -> list[Case]:
     return [Case("synthetic", crlb.name, crlb.noise, crlb.seed + k, "near") for k in range(crlb.n_seeds)]
 
 
+#: The adversarial cases (built by :mod:`validation.adversarial`, which holds one entry per name) and the
+#: few seconds' worth of them in the quick suite.
+ADVERSARIAL_NAMES = ("lab6_as_ceo2", "ceo2_as_si", "energy_3pct_wide", "flipped_ud", "pixel_150_for_172",
+                     "first_ring_nr_2", "first_ring_nr_3", "first_ring_nr_5", "spotty_texture",
+                     "spotty_texture_guessed", "single_crystal", "dark_frame", "random_noise")
+QUICK_ADVERSARIAL = ("ceo2_as_si", "energy_3pct_wide", "flipped_ud", "pixel_150_for_172")
+
 #: Suite → description (the matrix itself is :func:`suite_cases`).
 SUITES = {
     "quick": "ge2048 noise-free + Poisson from the near start (the calibration issue's gates), every legacy "
-             "golden, real GE 41RT + Pilatus 1M (cpf), CRLB of small512 over 4 seeds, pyFAI on small512_nodist",
+             "golden, real GE 41RT + Pilatus 1M (cpf), CRLB of small512 over 4 seeds, pyFAI on small512_nodist, "
+             "4 adversarial cases (wrong calibrant, wavelength, pixel size, flipped image)",
     "full": "ge2048 × 4 noise levels × 3 seeds × 3 starts, varex2880/pilatus2m/dexela4/offset_bc × 2 noise "
             "levels, every legacy golden, every real data set with a geometry, CRLB of small512 (10 seeds) and "
             "ge2048 (3 seeds), pyFAI on small512_nodist and ge2048_nodist, error-bar coverage over 210 Poisson images "
-            "(small512, small512_nodist, small_pilatus × 70 seeds), pytest-benchmark suites",
+            "(small512, small512_nodist, small_pilatus × 70 seeds), every adversarial case, pytest-benchmark suites",
 }
 
 
@@ -202,6 +215,7 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
         cases += [Case("legacy", name) for name in LEGACY_CASES]
         cases += [Case("real", name) for name, spec in REAL_DATASETS.items() if spec.quick]
         cases += [Case("peer", "small512_nodist", "poisson", seed, "near")]
+        cases += [Case("adversarial", name, seed=seed) for name in QUICK_ADVERSARIAL]
     elif suite == "full":
         cases = [Case("synthetic", "ge2048", noise, seed + k, start) for noise in NOISE_LEVELS
                  for k in range(3) for start in STARTS]
@@ -218,6 +232,7 @@ def suite_cases(suite: str, seed: int = 1, shared_dir=None) -> list[Case]:
             coverage = Case("coverage", name, "poisson", seed, n_seeds=n_seeds)
             cases.append(coverage)
             cases += [c for c in coverage_seed_cases(coverage) if c not in cases]
+        cases += [Case("adversarial", name, seed=seed) for name in ADVERSARIAL_NAMES]
     else:
         raise ValueError(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
     for c in crlb:

@@ -163,6 +163,13 @@ def build_tables(records: list[dict]) -> list[Table]:
                         ["case", "program", *(c.header for c in PEERS), *(c.header for c in PEER_RATIOS)],
                         peer_rows, "Ratios are pyFAI / ours: above 1 means ours is more accurate or faster."))
 
+    adv_rows = [[Cell(r["case_id"]), Cell(r["status"]), Cell(r["info"].get("outcome", "")),
+                 *_cells(r, "ours", (Column("|ΔLsd| µm", "err_lsd_um", "%.1f"), Column("|ΔBC| px", "err_bc_px", "%.3f"))),
+                 Cell(r["reason"][:160])] for r in records if r["kind"] == "adversarial"]
+    tables.append(Table("adversarial", "Adversarial cases: a spoiled input must not end plain CONVERGED",
+                        ["case", "status", "outcome", "|ΔLsd| µm", "|ΔBC| px", "reason"], adv_rows,
+                        "Errors are against the truth of the image; refused = the set-up's bad-input error (exit 2)."))
+
     stage_cols = tuple(Column(s, f"time_{s}_s", "%.2f") for s in STAGES) + (Column("total", "time_total_s", "%.2f"),)
     stage_rows = [[Cell(r["case_id"]), *_cells(r, "ours", stage_cols)] for r in records
                   if r["kind"] in ("synthetic", "legacy", "real") and r["status"] != "SKIPPED"]

@@ -4,7 +4,8 @@ Parse → set up (:func:`midas_ref.inputs.calibration_inputs`) → calibrate (:f
 → write (:func:`midas_ref.outputs.write_calibration_outputs`). Legacy single-dash flags (``-dataFN``) and
 ``--kebab-case`` spellings share one destination; an option left out takes the library's default. Exit
 codes: 0 converged, 1 the calibration FAILED (reason on stderr and in autocal.log; no refined parameter file
-is written), 2 bad input.
+is written), 2 bad input, 3 SUSPECT (converged, but a check of the answer failed: the reasons on stderr and in
+autocal.log; the refined parameter file is written).
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ FLAGS = (
                                                help="HDF5 file receiving all intermediate arrays")),
 )
 
-EPILOG = """example:
+EPILOG = """exit codes:
+  0 CONVERGED   1 FAILED (no refined parameters written)   2 bad input
+  3 SUSPECT: converged, but a check of the answer failed (wrong calibrant, wavelength, pixel size, image
+    flip, spots instead of rings …); refined_MIDAS_params.txt is written, the reasons go to stderr
+  130 / 143 interrupted (SIGINT / SIGTERM)
+
+example:
   midas-ref simulate --scenario ge2048 --out demo --seed 1
   midas-ref calibrate -dataFN demo/CeO2_000001.tif -paramFN demo/params.txt --out-dir demo/cal
 """
@@ -156,6 +163,9 @@ def run(args) -> int:
     for path in written:
         say(f"  wrote {path}")
     print(outputs.summary_text(result), end="", file=sys.stdout if result.converged else sys.stderr)
+    if result.status == "SUSPECT":
+        print(f"midas-ref calibrate: SUSPECT: {result.reason}", file=sys.stderr)
+        return 3
     if not result.converged:
         print(f"midas-ref calibrate: FAILED: {result.reason}", file=sys.stderr)
         return 1
