@@ -468,7 +468,7 @@ class CalibrationPanelJob:
     layout : PanelLayout
     settings : midas_ref.panel_refine.PanelSettings
     shifts_path : Path
-        ``PanelShiftsFile`` (its name) under the output folder.
+        ``PanelShiftsFile``'s name, relative to the output folder (the output set writes it there).
     start : midas_ref.panels.Panels
         Start corrections: the shifts file of an earlier run in the output folder, else zero.
     """
@@ -492,9 +492,12 @@ def calibration_panel_job(inputs: CalibrationInputs, out_dir: str | os.PathLike,
     if not pf.has("EtaBinSize"):
         pf = pf.set("EtaBinSize", inputs.settings.eta_bin_deg)
     pf = pf.with_values(Folder=str(inputs.data_path.parent.resolve()))
-    shifts_path = Path(out_dir) / Path(pf.get("PanelShiftsFile", None) or "panelshifts.txt").name
-    start = read_panel_shifts(shifts_path, layout) if shifts_path.exists() else Panels.from_shifts(layout)
-    return CalibrationPanelJob(pf, layout, panel_settings_from_params(pf, optimizer), shifts_path, start)
+    # the shifts go into the output set (a name relative to --out-dir: an out-dir given as a relative path
+    # must not be joined twice); a file of that name already there is the start
+    shifts_name = Path(Path(pf.get("PanelShiftsFile", None) or "panelshifts.txt").name)
+    existing = Path(out_dir) / shifts_name
+    start = read_panel_shifts(existing, layout) if existing.exists() else Panels.from_shifts(layout)
+    return CalibrationPanelJob(pf, layout, panel_settings_from_params(pf, optimizer), shifts_name, start)
 
 
 def panel_shifts_locations(pf: ParameterFile, out_dir: str | os.PathLike | None) -> tuple[Path, Path]:

@@ -83,12 +83,16 @@ def test_outputs_formats_and_rerun(sim_dir, tmp_path, capsys):
     assert code == 0 and "starting from the panel corrections in" in err
 
 
-def test_calibrate_with_panels(sim_dir, tmp_path, capsys):
+def test_calibrate_with_panels(sim_dir, tmp_path, capsys, monkeypatch):
     data = sim_dir / "CeO2_000001.tif"
+    # --out-dir as a relative path (as typed): the shifts file lands in it, not in out/out/
+    monkeypatch.chdir(tmp_path)
     code, out, err = run("calibrate", ["-dataFN", data, "-paramFN", sim_dir / "params.txt", "--panels",
-                                       "--out-dir", tmp_path, "--quiet"], capsys)
+                                       "--out-dir", "out", "--quiet"], capsys)
     assert code == 0, err
+    tmp_path = tmp_path / "out"
     assert (tmp_path / "refined_MIDAS_params.txt").exists() and (tmp_path / "panelshifts.txt").exists()
+    assert not (tmp_path / "out").exists()
     assert "Indices per Panel" in out
     g = geometry_from_params(read_parameter_file(tmp_path / "refined_panel_params.txt"))
     g_true = geometry_from_params(read_parameter_file(sim_dir / "truth_params.txt"))
