@@ -207,6 +207,9 @@ GAUGE_WEIGHT = 1e4
 #: left for noise or systematic residuals to drag to a bound. The typical case is a panel's rotation about
 #: its centre traded against its tangential shift (docs/geometry.md §6.1).
 UNDETERMINED_FRACTION = 0.25
+#: Smallest scale of each correction kind in that test (units of the kind): a correction known to a quarter
+#: of this is determined whatever its tolerance.
+UNDETERMINED_SCALE = {"dy_px": 1.0, "dz_px": 1.0, "dtheta_deg": 0.1, "dlsd_um": 100.0, "dp2": 1e-4}
 #: A parameter whose share in a held direction is at least this fraction of the direction's largest
 #: component is reported undetermined (infinite standard error).
 HELD_SHARE = 0.1
@@ -560,8 +563,9 @@ class _Model:
 
     # -- directions the data do not determine ---------------------------------------------------------
     def undetermined_directions(self, x, noise: float) -> np.ndarray:
-        """Unit directions (rows, in parameter space) the point rows and gauge rows cannot fix to better than
-        :data:`UNDETERMINED_FRACTION` of the parameters' tolerances (the noise ``noise`` per weighted residual).
+        """Directions (rows, in parameter space) the point rows and gauge rows cannot fix to better than
+        :data:`UNDETERMINED_FRACTION` of the parameters' tolerances, or of :data:`UNDETERMINED_SCALE` where
+        that is larger (the noise ``noise`` per weighted residual).
 
         Directions are found in parameters scaled by their tolerances (so a direction's length is in units of
         the search box); the prior rows are left out, since they exist only to hold such directions.
@@ -572,7 +576,10 @@ class _Model:
         if self.n_gauge:
             h0 = jac.shape[0] - self.n_hold
             rows.append(jac[h0 - self.n_gauge:h0])
-        span = np.maximum(self.hi - self.centre, 1e-300)
+        # the scale of each correction: its tolerance, but never below its natural size — a tight box is no
+        # sign that the rings cannot see a correction (tolShifts 0.05 px must not hold every shift)
+        floor = np.array([UNDETERMINED_SCALE.get(label.split()[-1], 0.0) for label in self.labels])
+        span = np.maximum(np.maximum(self.hi - self.centre, floor), 1e-300)
         js = np.vstack(rows) * span
         lam, vec = np.linalg.eigh(js.T @ js)
         sigma = noise / np.sqrt(np.maximum(lam, 1e-300))
