@@ -58,14 +58,35 @@ def pixel_to_r_eta(y, z, geometry, panel=None):
 # kernel's analytic gradient nor its Levenberg–Marquardt loop is reused).
 
 def pseudo_voigt_sum(x, background, fwhm_px, mu, amplitudes, centres_px):
-    """``b0 + b1·x + b2·x² + Σ_j A_j [μ/(1 + 4u²/Γ²) + (1 − μ) exp(−4 ln2 u²/Γ²)]``, ``u = x − c_j`` (px)."""
+    """``b0 + b1·x + b2·x² + Σ_j A_j [f(u) + f″(u)/24]``, ``f = μ/(1 + 4u²/Γ²) + (1 − μ) exp(−4 ln2 u²/Γ²)``,
+    ``u = x − c_j`` (px): the profile averaged over a 1-px footprint to second order, with the second
+    derivatives in their closed forms ``L″ = (8/Γ²)(12u²/Γ² − 1) L³`` and ``G″ = (4a²u²/Γ⁴ − 2a/Γ²) G``."""
     x = np.asarray(x, dtype=float)
     b0, b1, b2 = background
     total = b0 + b1 * x + b2 * x ** 2
+    a = 4 * np.log(2)
+    g2 = fwhm_px ** 2
     for amp, centre in zip(amplitudes, centres_px):
-        q = (x - centre) ** 2 / fwhm_px ** 2
-        total = total + amp * (mu / (1 + 4 * q) + (1 - mu) * np.exp(-4 * np.log(2) * q))
+        u2 = (x - centre) ** 2
+        lor = 1 / (1 + 4 * u2 / g2)
+        gau = np.exp(-a * u2 / g2)
+        lor2 = (8 / g2) * (12 * u2 / g2 - 1) * lor ** 3
+        gau2 = (4 * a * a * u2 / g2 ** 2 - 2 * a / g2) * gau
+        total = total + amp * (mu * (lor + lor2 / 24) + (1 - mu) * (gau + gau2 / 24))
     return total
+
+
+def pixel_average_exact(u, fwhm_px, mu):
+    """The pseudo-Voigt averaged over ``[u − ½, u + ½]`` exactly (atan and erf): what a pixel of a rendered
+    ring records along the radius."""
+    from scipy.special import erf
+
+    u = np.asarray(u, dtype=float)
+    lo, hi = u - 0.5, u + 0.5
+    lor = 0.5 * fwhm_px * (np.arctan(2 * hi / fwhm_px) - np.arctan(2 * lo / fwhm_px))
+    k = np.sqrt(4 * np.log(2)) / fwhm_px
+    gau = np.sqrt(np.pi) / (2 * k) * (erf(k * hi) - erf(k * lo))
+    return mu * lor + (1 - mu) * gau
 
 
 def free_layout_model(x, p):
