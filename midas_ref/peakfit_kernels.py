@@ -51,6 +51,9 @@ MAX_LM_ITER = 60
 #: peak height: below float64 resolution of any model value that has a Lorentzian part or a background,
 #: so its exponential is skipped (most pixels of a window with neighbours lie that far from some peak).
 GAUSS_CUT_Q = 16.0
+#: A fit whose weighted cost is below this fraction of Σ(w·y²) has residuals at round-off (exact data): when
+#: no step lowers it further, it has converged (residuals of 1e-10 of the counts, far below any noise).
+ROUNDOFF_COST = 1e-20
 #: A fit stops when an accepted step lowers the cost by less than this fraction, or moves every
 #: parameter by less than :data:`STEP_REL_TOL` of its size (+1e-6 so zero-valued parameters can stop).
 COST_REL_TOL = 1e-9
@@ -430,6 +433,9 @@ def _lm(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter, centres, tied):
     trial = np.empty(n_par)
     a = np.empty((n_par, n_par))
     cost = _normal_equations(x, y, sqrt_w, p, n_peaks, jtj, jtr, grad, centres, tied)
+    data_scale = 0.0
+    for k in range(n):
+        data_scale += (sqrt_w[k] * y[k]) ** 2
     lam = 1e-3
     converged = False
     for _ in range(max_iter):
@@ -464,8 +470,9 @@ def _lm(x, y, p, lower, upper, n_peaks, sqrt_w, max_iter, centres, tied):
                 break
             lam *= 4.0
         if converged or not improved:
-            # no step lowers the cost even with a steepest-descent-sized λ: p is at a minimum
-            converged = converged or (not improved and lam > 1e6)
+            # no step lowers the cost even with a steepest-descent-sized λ: p is at a minimum; or the residuals
+            # are at round-off (exact data): no step can lower the cost any more
+            converged = converged or (not improved and (lam > 1e6 or cost <= ROUNDOFF_COST * data_scale))
             break
     dof = max(n - n_par, 1)
     sigma2 = cost / dof

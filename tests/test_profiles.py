@@ -16,8 +16,11 @@ CENTRE = pf.I_PEAKS + pf.PEAK_CENTRE
 
 
 def pseudo_voigt(x, amp, centre, fwhm, mu):
-    q = (x - centre) ** 2 / fwhm ** 2
-    return amp * (mu / (1 + 4 * q) + (1 - mu) * np.exp(-4 * math.log(2) * q))
+    """A peak as a pixel records it: the model of peakfit_kernels (the pseudo-Voigt averaged over the pixel),
+    written independently in tests/reference.py."""
+    import reference
+
+    return reference.pseudo_voigt_sum(x, (0.0, 0.0, 0.0), fwhm, mu, [amp], [centre])
 
 
 def fit(x, y, centres, fwhm0=2.0, half=6.0, weights=None):
@@ -135,7 +138,7 @@ def test_neighbour_profiles_matches_numpy():
 
 def _point_sampled_rings(radii_px, mu, shape=(320, 320), bc=(157.3, 161.8), px=200.0, fwhm=2.5, amp=2e4,
                          bg=200.0):
-    """A tilt-free image whose pixels are the pseudo-Voigt rings at their area-mean radius (the radius the
+    """A tilt-free image whose pixels are the rings' pixel-averaged profile at their area-mean radius (the radius the
     extraction assigns them), so the peak model is exact: only neighbours' tails can bias a centre."""
     from midas_ref.detector import Geometry
     from midas_ref.geometry import pixel_to_r_eta

@@ -37,8 +37,10 @@ def test_dask_local_cluster_matches_serial():
 def test_calibrate_batch(tmp_path):
     """Batch calibration of several images on Dask worker processes: the geometry of one-by-one calibration.
 
-    The workers run numba (and BLAS) with fewer threads than this process, so the last bits may differ
-    (seen: 1e-10 µm of Lsd); in-process (threads) the records are bit-identical (test above)."""
+    The workers run numba (and BLAS) with fewer threads than this process, so the last bits may differ, and
+    the weighted fit amplifies them a little (the weights carry the systematic floor, found by bisection to
+    1e-6 of itself; seen: 1.6e-6 µm of Lsd, 5e-12 relative); the bound, 1e-9 of the value, is still a
+    thousandth of the statistical error. In-process (threads) the records are bit-identical (test above)."""
     from simulate import simulate, write_simulation
     from validation.dask_runner import calibrate_batch
     from validation.records import calibrate_file
@@ -52,5 +54,5 @@ def test_calibrate_batch(tmp_path):
     for (image, params, _), got in zip(jobs, batch):
         _, result, _ = calibrate_file(image, params)
         assert got["status"] == "CONVERGED"
-        assert got["lsd_um"] == pytest.approx(result.geometry.lsd_um, rel=1e-12, abs=0)
-        assert got["bc_y_px"] == pytest.approx(result.geometry.bc_y_px, rel=1e-12, abs=0)
+        assert got["lsd_um"] == pytest.approx(result.geometry.lsd_um, rel=1e-9, abs=0)
+        assert got["bc_y_px"] == pytest.approx(result.geometry.bc_y_px, rel=1e-9, abs=0)
