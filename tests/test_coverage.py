@@ -68,9 +68,9 @@ def test_error_bars_are_not_optimistic_on_small512():
     """30 Poisson images of ``small512`` (tilts and p0–p3 distortion): BC, ty, tz and p0 cover the truth —
     the fraction with |error| ≤ 1σ within 3 binomial standard deviations (±0.26) of 68.3 % — and for every
     refined parameter including Lsd and p2 the RMS of error/σ is within [0.6, 1.6] (its sampling scatter over
-    30 seeds is ±0.13). Measured over 119 seeds: RMS error/σ 0.95–1.08 for BC, tilts and p0; 1.18 (Lsd) and
-    1.32 (p2), whose errors keep a mean of +0.6σ / +0.8σ (a sub-ppm radial bias of the extraction under
-    noise, docs/validation.md). The data-only σ of before gave 1.4–2.1 (BC 1.96–2.07: this test fails them)."""
+    30 seeds is ±0.13). Measured over 79 seeds: RMS error/σ 0.92–1.11 for BC, tilts and p0; 1.13 (Lsd) and
+    1.19 (p2), whose errors keep a mean of +0.5σ / +0.7σ (a sub-ppm radial bias of the extraction,
+    docs/validation.md). The data-only σ of before gave 1.4–2.1 (BC 1.96–2.07: this test fails them)."""
     coverage = Case("coverage", "small512", "poisson", 301, n_seeds=30)
     records = {r["case_id"]: r for r in (run_case(c) for c in coverage_seed_cases(coverage))}
     record = run_case(coverage)
