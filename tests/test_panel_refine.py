@@ -215,8 +215,10 @@ def test_doublet_modelling_removes_the_single_peak_bias():
     double = refine(cfg, image, mask, doublet_rings=rings_of(cfg, lam2), freedom=fixed)
     d_lsd_single, d_bc_single, _ = global_errors(single, truth_of(single, cfg)[0])
     d_lsd_double, d_bc_double, _ = global_errors(double, truth_of(double, cfg)[0])
-    # measured: single +162 µm / 0.41 px, doublet −2.2 µm / 0.005 px
-    assert d_lsd_single > 50.0 and d_bc_single > 0.1
+    # measured: single +19 µm (+162 µm / 0.41 px before the weighted fit, the backfitting pass and the
+    # pixel-averaged profile), doublet −2.2 µm / 0.005 px: modelling the satellite still removes a bias the
+    # single-peak model keeps
+    assert d_lsd_single > 10.0 and d_lsd_single > 3 * d_lsd_double and d_bc_single > 2 * d_bc_double
     assert d_lsd_double < 5.0 and d_bc_double < 0.01
     err = shift_errors(double, truth_of(double, cfg)[1])
     assert np.abs(err[determined(double), :2]).max() < 0.03
