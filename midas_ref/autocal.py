@@ -10,7 +10,7 @@
    (so the answer does not depend on the start), fits the geometry with outlier points clipped, and
    frees parameters in stages (Lsd + BC → + tilts → + distortion) so a poor start cannot send the
    distortion terms astray. Unless told otherwise (``select_distortion``), the first distortion fit starts
-   from every term (p0, p1/p3, p2, p4) and keeps those the points support
+   from every term of the order (p0, p1/p3, p2; p4 with DistortionOrder 6) and keeps those the points support
    (:func:`midas_ref.model_select.select_distortion_terms`: an F-test *and* a comparison with the systematic
    residual level); the choice is checked again on the converged points, and revised once if they disagree;
 4. ring rejection (MultFactor): a ring is dropped from the geometry fit when its mean |strain| exceeds
@@ -100,8 +100,8 @@ class CalibrationSettings:
     fit_distortion : bool
         False keeps p0–p4 at their start values.
     select_distortion : bool
-        True (default): the distortion stage starts from every term whose tolerance is non-zero (p0, p1 with
-        p3, p2 and p4, whatever ``distortion_order``) and keeps only those the ring points support
+        True (default): the distortion stage starts from every term of ``distortion_order`` whose tolerance is
+        non-zero (p0, p1 with p3, p2; p4 only with order 6) and keeps only those the ring points support
         (:func:`midas_ref.model_select.select_distortion_terms`); dropped terms keep their start values.
         False: p0–p3 (and p4 with ``distortion_order`` 6) are fitted as the tolerances say. ``midas-ref
         calibrate`` sets it False when the parameter file gives ``tolP``, ``tolP0``–``tolP4`` or
@@ -516,8 +516,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
             second_start = selected_now.fit.geometry
         error_model = (sigma[keep], points.group[keep], systematic_var)
         fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], second_start, panels=panels, free=free,
-                           weights=point_weights(*error_model), tolerances=settings.tolerances,
-                           method=settings.optimizer, error_model=error_model)
+                           tolerances=settings.tolerances, method=settings.optimizer, error_model=error_model)
         systematic_var = systematic_variance(fit.strain, sigma[keep], points.group[keep], len(fit.labels))
         timings["fit"] += time.perf_counter() - t0 - (timings["selection"] - t_selection)
         new = fit.geometry
@@ -589,8 +588,7 @@ def calibrate(image: np.ndarray, mask: np.ndarray | None, base: Geometry, rings,
         # the covariance with the floor this fit's own residuals imply (each iteration's lags one behind)
         error_model = (point_sigma_strain(points)[keep], points.group[keep], systematic_var)
         fit = fit_geometry(points.y_px[keep], points.z_px[keep], tt[keep], geom, panels=panels, free=free,
-                           weights=point_weights(*error_model), tolerances=settings.tolerances,
-                           method=settings.optimizer, error_model=error_model)
+                           tolerances=settings.tolerances, method=settings.optimizer, error_model=error_model)
         geom = fit.geometry
     strain = point_strain(points.y_px, points.z_px, np.tan(np.radians(tt)), geom, panels)
     inl = np.abs(strain[keep])

@@ -615,7 +615,8 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     start : Geometry
         Start geometry; fixed parameters are taken from it and bounds are centred on it.
     weights : array_like, optional
-        Per-point weights (default 1).
+        Per-point weights (default: those of ``error_model`` when given, :func:`~midas_ref.uncertainty.point_weights`;
+        else 1).
     panels : Panels, optional
         Panel corrections: held fixed unless ``panel_freedom`` is given, else the start of their fit.
     free : sequence of str
@@ -664,6 +665,10 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
         raise CalibrationError("the legacy Nelder–Mead optimiser keeps the fixed panel gauge: use PanelGauge "
                                "fixed (FixPanelID) with it, or the least-squares optimiser")
     free = refined_parameters(free, tolerances)
+    if weights is None and error_model is not None:
+        from .uncertainty import point_weights
+
+        weights = point_weights(*error_model)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)
     cartesian = method == "least-squares" and "p1" in free and "p3_deg" in free
     model = _Model(y, z, tan_tth, np.sqrt(w), start, free, tolerances, panels, panel_freedom, cartesian,
@@ -678,30 +683,26 @@ def fit_geometry(y_px, z_px, two_theta_deg, start: Geometry, *, weights=None, pa
     if method == "least-squares":
         from scipy.optimize import least_squares
 
-        # the matrices here are small (points × parameters); a multi-threaded BLAS on a busy machine spends
-        # 100× longer synchronising threads than computing (measured: SVD 580 × 78, 0.2 s vs 2.7 ms)
-        with threadpool_limits(1, user_api="blas"):
-            sol = least_squares(model.residuals, x0, jac=model.jacobian, bounds=(lo, hi), method="trf",
-                                x_scale="jac", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=max_evaluations,
-                                tr_solver="exact", loss="soft_l1" if robust_scale > 0 else "linear",
-                                f_scale=robust_scale if robust_scale > 0 else 1.0)
-        x_best, success, message = sol.x, bool(sol.success), str(sol.message)
+        def solve(start):
+            # the matrices here are small (points × parameters); a multi-threaded BLAS on a busy machine spends
+            # 100× longer synchronising threads than computing (measured: SVD 580 × 78, 0.2 s vs 2.7 ms)
+            with threadpool_limits(1, user_api="blas"):
+                sol = least_squares(model.residuals, start, jac=model.jacobian, bounds=(lo, hi), method="trf",
+                                    x_scale="jac", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=max_evaluations,
+                                    tr_solver="exact", loss="soft_l1" if robust_scale > 0 else "linear",
+                                    f_scale=robust_scale if robust_scale > 0 else 1.0)
+            return sol.x, bool(sol.success), str(sol.message)
+
+        x_best, success, message = solve(x0)
         if model.prior_scale is not None and hold_undetermined:
             # directions of the panel corrections the rings do not fix are held at their start values (the
             # minimum-norm solution) and the fit is repeated, instead of letting the weak prior and any
             # systematic residual decide where in the search box they end
-            n_pts = y.size
-            noise = float(np.sqrt(np.mean(model.residuals(x_best)[:n_pts] ** 2)))
+            noise = float(np.sqrt(np.mean(model.residuals(x_best)[:y.size] ** 2)))
             weak = model.undetermined_directions(x_best, noise)
             if weak.shape[0]:
                 model.hold(weak, noise)
-                with threadpool_limits(1, user_api="blas"):
-                    sol = least_squares(model.residuals, np.clip(model.x0, lo, hi), jac=model.jacobian,
-                                        bounds=(lo, hi), method="trf", x_scale="jac", xtol=1e-14, ftol=1e-14,
-                                        gtol=1e-14, max_nfev=max_evaluations, tr_solver="exact",
-                                        loss="soft_l1" if robust_scale > 0 else "linear",
-                                        f_scale=robust_scale if robust_scale > 0 else 1.0)
-                x_best, success, message = sol.x, bool(sol.success), str(sol.message)
+                x_best, success, message = solve(np.clip(model.x0, lo, hi))
     else:
         import nlopt
 
